@@ -120,6 +120,10 @@ class Driver(abc.ABC, Generic[P, V]):
         """Write ``value`` (already checked against the model) to the device."""
         raise UnsupportedOperation(f"the {self.protocol} driver cannot write {point.name!r}")
 
+    def is_pushed(self, point: BoundProperty) -> bool:
+        """True if ``point`` is delivered by ``subscribe`` instead of being polled."""
+        return False
+
     async def subscribe(self, points: Sequence[BoundProperty], emit: Emit) -> None:
         """Deliver pushed values through ``emit`` until cancelled (push devices only)."""
         raise UnsupportedOperation(f"the {self.protocol} driver does not support subscriptions")

@@ -1,0 +1,323 @@
+"""One supervisor per device: its own failure domain.
+
+The supervisor owns the device's connection: connect, poll on schedule, apply writes, follow
+pushed values, and on failure close, back off (capped, full jitter) and reconnect. Nothing a
+device does escapes its ``run`` coroutine, so a dead or slow device never stalls the others.
+Failures are logged once on the way down and once on recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mapper_sdk._backoff import Backoff
+from mapper_sdk._scheduler import Schedule
+from mapper_sdk._twin import TwinEngine, WriteDecision
+from mapper_sdk.binding import BoundDevice, BoundProperty
+from mapper_sdk.bus import EventBus, TwinReport, WriteResult, WriteStatus
+from mapper_sdk.driver import AnyDriver, DeviceState, DriverClass, Value
+from mapper_sdk.errors import DeviceConnectError, DriverError
+
+log = logging.getLogger("mapper_sdk.device")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    """Timeouts and limits of a device supervisor (seconds unless named otherwise)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 5.0
+    write_timeout: float = 5.0
+    close_timeout: float = 2.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    max_read_failures: int = 3
+    """Consecutive failed reads after which the connection is dropped and re-opened."""
+    desired_ttl: float = 300.0
+    """How long a desired value waits for an offline device before it expires."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    decision: WriteDecision
+    future: asyncio.Future[WriteResult]
+    expires_at: float
+
+
+@dataclass(slots=True)
+class DeviceStats:
+    """Counters of one device, read by metrics and tests."""
+
+    reads: int = 0
+    read_errors: int = 0
+    reports: int = 0
+    writes_applied: int = 0
+    writes_failed: int = 0
+    writes_expired: int = 0
+    connects: int = 0
+    connect_failures: int = 0
+    last_read_ms: float = 0.0
+
+
+class DeviceSupervisor:
+    """Runs one device until cancelled. Create with the bound device and its driver class."""
+
+    def __init__(
+        self,
+        device: BoundDevice,
+        driver_cls: DriverClass,
+        bus: EventBus,
+        settings: SupervisorSettings,
+    ) -> None:
+        self.device = device
+        self.driver_cls = driver_cls
+        self.bus = bus
+        self.settings = settings
+        self.engine = TwinEngine(device)
+        self.state = DeviceState.UNKNOWN
+        self.last_error: str | None = None
+        self.stats = DeviceStats()
+        self.schedule = Schedule()
+        self._driver: AnyDriver | None = None
+        self._lock = asyncio.Lock()  # one driver call at a time; FIFO, so writes wait <= 1 read
+        self._inbox: dict[str, _Pending] = {}  # latest desired value wins, per property
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, work, and reconnect forever; returns only by cancellation."""
+        while True:
+            try:
+                await self._session()
+            except Exception as exc:  # the failure domain: nothing escapes a device
+                self._went_down(exc)
+            self._set_state(DeviceState.OFFLINE)
+            delay = self._backoff.next()
+            self._expire_pending(asyncio.get_running_loop().time() + delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        driver = self.driver_cls(self.device)
+        try:
+            await self._connect(driver)
+            self._driver = driver
+            self._came_up()
+            for decision in self.engine.pending_desired():
+                self._enqueue(decision, asyncio.get_running_loop().create_future())
+            await self._work(driver)
+        finally:
+            self._driver = None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.settings.close_timeout):
+                    await driver.aclose()
+
+    async def _connect(self, driver: AnyDriver) -> None:
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await driver.connect()
+        except TimeoutError as exc:
+            self.stats.connect_failures += 1
+            raise DeviceConnectError(
+                f"no connection within {self.settings.connect_timeout} s"
+            ) from exc
+        except BaseException:
+            self.stats.connect_failures += 1
+            raise
+        self.stats.connects += 1
+
+    async def _work(self, driver: AnyDriver) -> None:
+        pushed = [p for p in self.device.properties if driver.is_pushed(p)]
+        polled = tuple(p for p in self.device.properties if p not in pushed)
+        loop = asyncio.get_running_loop()
+        period = min((p.collect_cycle_ms for p in polled), default=1000) / 1000
+        self.schedule = Schedule.build(polled, loop.time(), random.uniform(0, period))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._poll_loop(driver), name=f"poll {self.device.ref}")
+                tg.create_task(self._write_loop(driver), name=f"write {self.device.ref}")
+                if pushed:
+                    tg.create_task(
+                        driver.subscribe(pushed, self._on_push), name=f"push {self.device.ref}"
+                    )
+                if self.device.state_report_to_cloud:
+                    tg.create_task(self._state_loop(), name=f"state {self.device.ref}")
+        except BaseExceptionGroup as group:
+            # One loop failed and took its siblings down with it: surface the root cause.
+            raise group.exceptions[0] from None
+
+    def _came_up(self) -> None:
+        if self.last_error is not None:
+            log.info("device %s is back online", self.device.ref)
+        self.last_error = None
+        self._set_state(DeviceState.ONLINE)
+
+    def _went_down(self, exc: BaseException) -> None:
+        message = str(exc) or type(exc).__name__
+        if self.last_error is None:
+            if isinstance(exc, DriverError):
+                log.warning("device %s went offline: %s", self.device.ref, message)
+            else:
+                log.exception("device %s failed unexpectedly", self.device.ref, exc_info=exc)
+        self.last_error = message
+
+    def _set_state(self, state: DeviceState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.bus.publish_state(self.device.ref, state, wall_ms())
+
+    # -- polling ----------------------------------------------------------------------------
+
+    async def _poll_loop(self, driver: AnyDriver) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            await asyncio.sleep(max(0.0, self.schedule.next_deadline() - loop.time()))
+            points = self.schedule.take_due(loop.time())
+            if not points:
+                continue
+            try:
+                results = await self._read(driver, points)
+            except DeviceConnectError:
+                raise
+            except DriverError as exc:
+                failures += 1
+                self.stats.read_errors += 1
+                self.last_error = str(exc) or type(exc).__name__
+                self._set_state(DeviceState.UNHEALTHY)
+                if failures >= self.settings.max_read_failures:
+                    raise DeviceConnectError(f"{failures} reads failed in a row: {exc}") from exc
+                continue
+            failures = 0
+            self._backoff.reset()
+            all_failed = all(isinstance(r, DriverError) for r in results)
+            self._set_state(DeviceState.UNHEALTHY if all_failed else DeviceState.ONLINE)
+            self._publish(self.engine.on_readings(points, results, loop.time(), wall_ms()))
+
+    async def _read(
+        self, driver: AnyDriver, points: Sequence[BoundProperty]
+    ) -> list[Value | DriverError]:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            started = loop.time()
+            try:
+                async with asyncio.timeout(self.settings.read_timeout):
+                    results = await driver.read(points)
+            except TimeoutError as exc:
+                raise DriverError(f"read timed out after {self.settings.read_timeout} s") from exc
+        self.stats.reads += 1
+        self.stats.last_read_ms = (loop.time() - started) * 1000
+        if len(results) != len(points):
+            raise DriverError(f"driver returned {len(results)} values for {len(points)} points")
+        return results
+
+    def _on_push(self, point: BoundProperty, value: Value | DriverError) -> None:
+        now = asyncio.get_running_loop().time()
+        self._publish(self.engine.on_readings([point], [value], now, wall_ms()))
+
+    def _publish(self, report: TwinReport | None) -> None:
+        if report is not None:
+            self.stats.reports += 1
+            self.bus.publish_twins(report)
+
+    async def _state_loop(self) -> None:
+        period = self.device.state_report_cycle_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            self.bus.publish_state(self.device.ref, self.state, wall_ms())
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def submit(self, decision: WriteDecision) -> asyncio.Future[WriteResult]:
+        """Queue a checked desired value; the future resolves when it is applied or given up."""
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        self._enqueue(decision, future)
+        return future
+
+    def _enqueue(self, decision: WriteDecision, future: asyncio.Future[WriteResult]) -> None:
+        name = decision.point.name
+        previous = self._inbox.pop(name, None)
+        if previous is not None and not previous.future.done():
+            previous.future.set_result(
+                WriteResult(WriteStatus.SUPERSEDED, f"replaced by {decision.text!r}", "superseded")
+            )
+        expires = asyncio.get_running_loop().time() + self.settings.desired_ttl
+        self._inbox[name] = _Pending(decision, future, expires)
+        self._wake.set()
+
+    def _expire_pending(self, now: float) -> None:
+        for name, pending in list(self._inbox.items()):
+            if pending.expires_at <= now:
+                del self._inbox[name]
+                self.stats.writes_expired += 1
+                if not pending.future.done():
+                    pending.future.set_result(
+                        WriteResult(
+                            WriteStatus.EXPIRED,
+                            f"device {self.device.ref} stayed offline for "
+                            f"{self.settings.desired_ttl} s",
+                            "expired",
+                        )
+                    )
+
+    async def _write_loop(self, driver: AnyDriver) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._inbox:
+                name = next(iter(self._inbox))
+                pending = self._inbox.pop(name)
+                result = await self._apply(driver, pending)
+                if not pending.future.done():
+                    pending.future.set_result(result)
+
+    async def _apply(self, driver: AnyDriver, pending: _Pending) -> WriteResult:
+        decision = pending.decision
+        point = decision.point
+        try:
+            async with self._lock, asyncio.timeout(self.settings.write_timeout):
+                await driver.write(point, decision.value)
+        except DeviceConnectError:
+            # Keep the value for after the reconnect unless something newer arrived meanwhile.
+            self._inbox.setdefault(point.name, pending)
+            raise
+        except (DriverError, TimeoutError) as exc:
+            self.stats.writes_failed += 1
+            return WriteResult(WriteStatus.FAILED, str(exc) or type(exc).__name__, "device_error")
+        self.stats.writes_applied += 1
+        with contextlib.suppress(DriverError):  # read-back is best effort; the write landed
+            results = await self._read(driver, [point])
+            loop = asyncio.get_running_loop()
+            self._publish(self.engine.on_readings([point], results, loop.time(), wall_ms()))
+        return WriteResult(WriteStatus.APPLIED, f"{point.name} = {decision.text}")
+
+    async def read_now(self, name: str) -> Value | DriverError:
+        """Read one property immediately (REST ``?live=true``)."""
+        point = self.device.property(name)
+        driver = self._driver
+        if point is None:
+            return DriverError(f"no property {name!r}")
+        if driver is None:
+            return DeviceConnectError(f"device {self.device.ref} is {self.state}")
+        results = await self._read(driver, [point])
+        loop = asyncio.get_running_loop()
+        self._publish(self.engine.on_readings([point], results, loop.time(), wall_ms()))
+        return results[0]
+
+    def close_pending(self, reason: str) -> None:
+        """Answer every queued desired value; called when the device is removed."""
+        for pending in self._inbox.values():
+            if not pending.future.done():
+                pending.future.set_result(WriteResult(WriteStatus.FAILED, reason, "removed"))
+        self._inbox.clear()

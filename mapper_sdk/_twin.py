@@ -1,0 +1,147 @@
+"""The twin engine: what to report and what to write, decided without any I/O.
+
+One ``TwinEngine`` per device keeps, for every property, the last value read, the last value
+reported and the current desired value. Inputs are readings and desired values with the time
+passed in; outputs are plain data (a ``TwinReport`` to publish, a ``WriteDecision``), so every
+rule here is tested without sockets or clocks.
+
+Reporting rule: after each read, a property is reported when its twin string changed since it
+was last reported, or when its ``reportCycle`` has passed since then (KubeEdge's framework
+reports every cycle; a long ``reportCycle`` turns unchanged values into a slower heartbeat).
+All properties of a device that are due go out together: one report per device per cycle.
+Properties with ``reportToCloud: false`` are read and kept (REST, sinks) but never reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mapper_sdk import values
+from mapper_sdk.binding import BoundDevice, BoundProperty
+from mapper_sdk.bus import TwinReport, TwinValue
+from mapper_sdk.driver import Value
+from mapper_sdk.errors import DesiredValueError, DriverError, ValueConversionError
+
+_REPORT_SLACK = 0.5
+"""Fraction of the collect cycle a report may come early, so tick jitter never skips a cycle."""
+
+
+@dataclass(slots=True)
+class PropertyState:
+    """What the engine knows about one property."""
+
+    value: Value | None = None
+    text: str | None = None
+    read_at_ms: int | None = None
+    error: str | None = None
+    reported_text: str | None = None
+    reported_at: float | None = None
+    desired: str | None = None
+    desired_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WriteDecision:
+    """A checked desired value: write ``value`` to ``point``."""
+
+    point: BoundProperty
+    value: Value
+    text: str
+    version: int
+
+
+class TwinEngine:
+    """Report and desired-value decisions for one device."""
+
+    def __init__(self, device: BoundDevice) -> None:
+        self.device = device
+        self.states = [PropertyState() for _ in device.properties]
+        for point in device.properties:
+            if point.desired is not None and point.desired.value != "" and point.writable:
+                self.states[point.index].desired = point.desired.value
+
+    def on_readings(
+        self,
+        points: Sequence[BoundProperty],
+        results: Sequence[Value | DriverError],
+        now: float,
+        wall_ms: int,
+    ) -> TwinReport | None:
+        """Record a batch of readings; return the report due now, if any."""
+        due: list[TwinValue] = []
+        for point, result in zip(points, results, strict=True):
+            state = self.states[point.index]
+            if isinstance(result, DriverError):
+                state.error = str(result) or type(result).__name__
+                continue
+            try:
+                text = values.format_value(result, point.type)
+                state.value = values.coerce(result, point.type)
+            except ValueConversionError as exc:
+                state.error = str(exc)
+                continue
+            state.text, state.read_at_ms, state.error = text, wall_ms, None
+            if point.report_to_cloud and self._report_due(point, state, now):
+                state.reported_text, state.reported_at = text, now
+                due.append(TwinValue(point.name, text, point.twin_type, state.desired))
+        if not due:
+            return None
+        return TwinReport(self.device.ref, wall_ms, tuple(due))
+
+    @staticmethod
+    def _report_due(point: BoundProperty, state: PropertyState, now: float) -> bool:
+        if state.reported_at is None or state.text != state.reported_text:
+            return True
+        slack = point.collect_cycle_ms * _REPORT_SLACK / 1000
+        return now + slack >= state.reported_at + point.report_cycle_ms / 1000
+
+    def force_report(self, wall_ms: int) -> TwinReport | None:
+        """Everything known and reportable, e.g. to resync after the link reconnects."""
+        twins = []
+        for point in self.device.properties:
+            state = self.states[point.index]
+            if point.report_to_cloud and state.text is not None:
+                twins.append(TwinValue(point.name, state.text, point.twin_type, state.desired))
+        return TwinReport(self.device.ref, wall_ms, tuple(twins)) if twins else None
+
+    def check_desired(self, name: str, text: str, version: int | None = None) -> WriteDecision:
+        """Check a desired value against the model; raise ``DesiredValueError`` to refuse it.
+
+        Accepted values become the property's current desired value. ``version`` orders values
+        from one source: an older or equal version than the one held is refused as stale, so a
+        redelivered message is applied at most once.
+        """
+        point = self.device.property(name)
+        if point is None:
+            known = ", ".join(p.name for p in self.device.properties)
+            raise DesiredValueError(
+                f"device {self.device.ref} has no property {name!r} (it has: {known})",
+                reason="unknown_property",
+            )
+        typed = values.check_desired(text, point.model, point.bounds)
+        state = self.states[point.index]
+        if version is not None and version <= state.desired_version:
+            raise DesiredValueError(
+                f"version {version} of {name!r} is not newer than {state.desired_version}",
+                reason="stale",
+            )
+        state.desired = text
+        state.desired_version = version if version is not None else state.desired_version + 1
+        return WriteDecision(point, typed, text, state.desired_version)
+
+    def pending_desired(self) -> list[WriteDecision]:
+        """Desired values not yet seen on the device (to apply after a (re)connect)."""
+        decisions = []
+        for point in self.device.properties:
+            state = self.states[point.index]
+            if state.desired is None or not point.writable:
+                continue
+            try:
+                typed = values.check_desired(state.desired, point.model, point.bounds)
+            except (DesiredValueError, ValueConversionError):
+                continue  # refused when it arrived; nothing to apply
+            if state.value is not None and state.value == typed:
+                continue  # compare typed values: "22" and "22.0" are the same setpoint
+            decisions.append(WriteDecision(point, typed, state.desired, state.desired_version))
+        return decisions

@@ -1,0 +1,213 @@
+"""``MapperRuntime``: runs a set of devices and connects them to an event bus.
+
+The runtime is an async context manager. Inside it, ``apply(devices)`` reconciles the running
+set with a new list as a diff: new devices start, removed ones stop, a device whose connection
+or property spec changed restarts, and a device whose only change is a desired value keeps
+running and gets the write. Every desired value, from any source, goes through
+``submit_desired``: the single write path with the model checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from mapper_sdk._registry import Registry
+from mapper_sdk._supervisor import DeviceSupervisor, SupervisorSettings, wall_ms
+from mapper_sdk.binding import BoundDevice, DeviceRef
+from mapper_sdk.bus import DesiredChange, EventBus, WriteResult, WriteStatus
+from mapper_sdk.driver import DeviceState, Value
+from mapper_sdk.errors import DesiredValueError, DriverError, MapperError, ValueConversionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What ``MapperRuntime.apply`` did, by device."""
+
+    started: list[DeviceRef] = field(default_factory=list)
+    restarted: list[DeviceRef] = field(default_factory=list)
+    updated: list[DeviceRef] = field(default_factory=list)
+    unchanged: list[DeviceRef] = field(default_factory=list)
+    stopped: list[DeviceRef] = field(default_factory=list)
+    failed: dict[DeviceRef, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Running:
+    supervisor: DeviceSupervisor
+    task: asyncio.Task[None]
+    fingerprint: str
+
+
+class MapperRuntime:
+    """Run devices with their drivers; report through ``bus``; take desired values back.
+
+    Args:
+        bus: where reports go and desired values come from.
+        registry: the drivers to use; defaults to the installed entry points.
+        settings: timeouts and backoff of every device supervisor.
+        write_wait: how long ``submit_desired`` waits for the device before answering
+            ``pending`` (the value stays queued until it is applied or expires).
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        registry: Registry | None = None,
+        settings: SupervisorSettings | None = None,
+        write_wait: float = 10.0,
+    ) -> None:
+        self.bus = bus
+        self.registry = registry if registry is not None else Registry.from_entry_points()
+        self.settings = settings or SupervisorSettings()
+        self.write_wait = write_wait
+        self._running: dict[DeviceRef, _Running] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        await self.bus.start(self.submit_desired)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for ref in list(self._running):
+            await self.remove(ref)
+        await self.bus.aclose()
+        assert self._tasks is not None
+        await self._tasks.__aexit__(exc_type, exc, tb)
+        self._tasks = None
+
+    # -- devices ----------------------------------------------------------------------------
+
+    @property
+    def devices(self) -> dict[DeviceRef, DeviceSupervisor]:
+        """The running devices' supervisors (state, stats, twin engine)."""
+        return {ref: running.supervisor for ref, running in self._running.items()}
+
+    def supervisor(self, ref: DeviceRef) -> DeviceSupervisor | None:
+        running = self._running.get(ref)
+        return running.supervisor if running else None
+
+    async def apply(self, devices: Iterable[BoundDevice]) -> ApplyResult:
+        """Make the running set equal to ``devices``, touching only what changed."""
+        result = ApplyResult()
+        wanted = {device.ref: device for device in devices}
+        for ref in [r for r in self._running if r not in wanted]:
+            await self.remove(ref)
+            result.stopped.append(ref)
+        for device in wanted.values():
+            await self._apply_one(device, result)
+        return result
+
+    async def _apply_one(self, device: BoundDevice, result: ApplyResult) -> None:
+        running = self._running.get(device.ref)
+        fingerprint = device.fingerprint()
+        if running is None:
+            if self._start(device, fingerprint, result):
+                result.started.append(device.ref)
+        elif running.fingerprint != fingerprint:
+            await self.remove(device.ref)
+            if self._start(device, fingerprint, result):
+                result.restarted.append(device.ref)
+        elif self._desired_changed(running.supervisor.device, device):
+            running.supervisor.device = device
+            for point in device.properties:
+                if point.desired is not None and point.desired.value != "":
+                    await self._submit(
+                        DesiredChange(device.ref, point.name, point.desired.value, "spec"),
+                        wait=False,
+                    )
+            result.updated.append(device.ref)
+        else:
+            result.unchanged.append(device.ref)
+
+    @staticmethod
+    def _desired_changed(old: BoundDevice, new: BoundDevice) -> bool:
+        def desired(device: BoundDevice) -> list[str | None]:
+            return [p.desired.value if p.desired else None for p in device.properties]
+
+        return desired(old) != desired(new)
+
+    def add(self, device: BoundDevice) -> bool:
+        """Start one device; ``False`` (and logged) if its protocol has no usable driver."""
+        return self._start(device, device.fingerprint(), ApplyResult())
+
+    def _start(self, device: BoundDevice, fingerprint: str, result: ApplyResult) -> bool:
+        if self._tasks is None:
+            raise MapperError("MapperRuntime is not running: use 'async with MapperRuntime(...)'")
+        driver_cls = self.registry.get(device.protocol)
+        if driver_cls is None:
+            reason = self.registry.why_unavailable(device.protocol)
+            log.error("device %s not started: %s", device.ref, reason)
+            result.failed[device.ref] = reason
+            return False
+        supervisor = DeviceSupervisor(device, driver_cls, self.bus, self.settings)
+        task = self._tasks.create_task(supervisor.run(), name=f"device {device.ref}")
+        self._running[device.ref] = _Running(supervisor, task, fingerprint)
+        self.bus.device_added(device)
+        return True
+
+    async def remove(self, ref: DeviceRef) -> bool:
+        """Stop one device, close its driver and report it offline."""
+        running = self._running.pop(ref, None)
+        if running is None:
+            return False
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)
+        running.supervisor.close_pending(f"device {ref} was removed")
+        self.bus.publish_state(ref, DeviceState.OFFLINE, wall_ms())
+        self.bus.device_removed(ref)
+        return True
+
+    # -- the single write path ------------------------------------------------------------
+
+    async def submit_desired(self, change: DesiredChange) -> WriteResult:
+        """Check a desired value against the model and apply it; answer how it ended."""
+        return await self._submit(change, wait=True)
+
+    async def _submit(self, change: DesiredChange, *, wait: bool) -> WriteResult:
+        supervisor = self.supervisor(change.ref)
+        if supervisor is None:
+            return WriteResult(WriteStatus.REFUSED, f"no device {change.ref}", "unknown_device")
+        try:
+            decision = supervisor.engine.check_desired(
+                change.property, change.value, change.version
+            )
+        except DesiredValueError as exc:
+            return WriteResult(WriteStatus.REFUSED, str(exc), exc.reason)
+        except ValueConversionError as exc:
+            return WriteResult(WriteStatus.REFUSED, str(exc), "bad_type")
+        future = supervisor.submit(decision)
+        if not wait:
+            return WriteResult(WriteStatus.PENDING, "queued", "pending")
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.write_wait)
+        except TimeoutError:
+            return WriteResult(
+                WriteStatus.PENDING,
+                f"device {change.ref} is {supervisor.state}; the value is queued and is written "
+                "when the device answers",
+                "pending",
+            )
+
+    async def read_live(self, ref: DeviceRef, name: str) -> Value | DriverError:
+        """Read a property from the device now."""
+        supervisor = self.supervisor(ref)
+        if supervisor is None:
+            return DriverError(f"no device {ref}")
+        return await supervisor.read_now(name)
