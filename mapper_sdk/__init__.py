@@ -52,6 +52,7 @@ __all__ = [
     "DriverError",
     "Emit",
     "EventBus",
+    "EventBusError",
     "MapperError",
     "MapperRuntime",
     "Problem",
