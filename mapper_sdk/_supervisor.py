@@ -158,10 +158,15 @@ class DeviceSupervisor:
             raise group.exceptions[0] from None
 
     def _came_up(self) -> None:
+        self._set_state(DeviceState.ONLINE)
+
+    def _recovered(self) -> None:
+        # Recovery means a good read, not just a connect: a device that accepts connections
+        # but fails every read must not log "back online" on every reconnect.
         if self.last_error is not None:
             log.info("device %s is back online", self.device.ref)
-        self.last_error = None
-        self._set_state(DeviceState.ONLINE)
+            self.last_error = None
+        self._backoff.reset()
 
     def _went_down(self, exc: BaseException) -> None:
         message = str(exc) or type(exc).__name__
@@ -200,8 +205,9 @@ class DeviceSupervisor:
                     raise DeviceConnectError(f"{failures} reads failed in a row: {exc}") from exc
                 continue
             failures = 0
-            self._backoff.reset()
             all_failed = all(isinstance(r, DriverError) for r in results)
+            if not all_failed:
+                self._recovered()
             self._set_state(DeviceState.UNHEALTHY if all_failed else DeviceState.ONLINE)
             self._publish(self.engine.on_readings(points, results, loop.time(), wall_ms()))
 

@@ -216,6 +216,13 @@ class _Binder:
         visitor = self.bind_visitor(prop, model_prop, path)
         if prop.desired is not None and prop.desired.value != "":
             self.check_desired(prop, model_prop, bounds, path)
+        collect_ms = self.cycle(prop.collect_cycle, (*path, "collectCycle"))
+        # Unset reportCycle: report every collect cycle, as KubeEdge's twin loop does.
+        report_ms = (
+            self.cycle(prop.report_cycle, (*path, "reportCycle"))
+            if prop.report_cycle
+            else collect_ms
+        )
         return BoundProperty(
             name=prop.name,
             type=ptype,
@@ -223,8 +230,8 @@ class _Binder:
             model=model_prop,
             bounds=bounds,
             visitor=visitor,
-            collect_cycle_ms=self.cycle(prop.collect_cycle, (*path, "collectCycle")),
-            report_cycle_ms=self.cycle(prop.report_cycle, (*path, "reportCycle")),
+            collect_cycle_ms=collect_ms,
+            report_cycle_ms=report_ms,
             report_to_cloud=prop.report_to_cloud,
             push_method=prop.push_method,
             desired=prop.desired,

@@ -1,0 +1,173 @@
+"""The runtime with the real virtual driver: supervision, writes, diffs, failure isolation."""
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from mapper_sdk.bus import WriteStatus
+from mapper_sdk.driver import DeviceState
+from mapper_sdk.models import Device, DeviceModel
+from mapper_sdk.testing import (
+    bind_or_raise,
+    make_device,
+    make_model,
+    model_property,
+    ref_of,
+    run_devices,
+)
+from mapper_sdk.virtual import VirtualDriver
+
+
+@pytest.fixture(autouse=True)
+def fresh_world() -> Iterator[None]:
+    VirtualDriver.world.reset()
+    yield
+    VirtualDriver.world.reset()
+
+
+MODEL = make_model(
+    "thermo",
+    model_property("temp", "FLOAT", "ReadOnly"),
+    model_property("setpoint", "FLOAT", "ReadWrite", minimum="5", maximum="35"),
+)
+VISITORS = {
+    "temp": {"kind": "constant", "value": 20.5},
+    "setpoint": {"kind": "writable", "value": 21},
+}
+
+
+def thermo(name: str, **kwargs: object) -> Device:
+    return make_device(name, MODEL, {}, VISITORS, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_reports_flow_and_spec_desired_is_applied_at_start() -> None:
+    device = thermo("t1", desired={"setpoint": "25"})
+    ref = ref_of(device)
+    async with run_devices([(device, MODEL)]) as (runtime, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "setpoint") == "25.0")
+        await bus.wait_for(lambda: bus.latest(ref, "temp") == "20.5")
+        assert VirtualDriver.world.device(ref.id).writes == [("setpoint", 25.0)]
+        assert bus.state_of(ref) is DeviceState.ONLINE
+        assert runtime.devices[ref].schedule.missed == 0
+
+
+async def test_writes_go_through_the_model_checks() -> None:
+    device = thermo("t1")
+    ref = ref_of(device)
+    async with run_devices([(device, MODEL)]) as (_, bus):
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.ONLINE)
+        refused = await bus.send_desired(ref, "temp", "30")
+        assert (refused.status, refused.reason) == (WriteStatus.REFUSED, "read_only")
+        out_of_range = await bus.send_desired(ref, "setpoint", "99")
+        assert (out_of_range.status, out_of_range.reason) == (WriteStatus.REFUSED, "out_of_range")
+        applied = await bus.send_desired(ref, "setpoint", "30")
+        assert applied.status is WriteStatus.APPLIED
+        assert VirtualDriver.world.device(ref.id).writes == [("setpoint", 30.0)]
+        await bus.wait_for(lambda: bus.latest(ref, "setpoint") == "30.0")
+
+
+async def test_a_dead_device_does_not_delay_the_others() -> None:
+    dead, alive = thermo("dead"), thermo("alive")
+    VirtualDriver.world.device(ref_of(dead).id).online = False
+    async with run_devices([(dead, MODEL), (alive, MODEL)]) as (runtime, bus):
+        alive_ref, dead_ref = ref_of(alive), ref_of(dead)
+        before = len(bus.reports)
+        # The live device keeps its 100 ms cycle while the other one fails to connect.
+        await bus.wait_for(
+            lambda: sum(r.ref == alive_ref for r in list(bus.reports)[before:]) >= 5, timeout=3
+        )
+        assert all(r.ref != dead_ref for r in bus.reports)
+        assert runtime.devices[dead_ref].stats.connect_failures >= 1
+        assert runtime.devices[alive_ref].schedule.missed == 0
+
+
+async def test_device_recovers_and_pending_write_is_applied_on_return() -> None:
+    device = thermo("flaky")
+    ref = ref_of(device)
+    sim = VirtualDriver.world.device(ref.id)
+    async with run_devices([(device, MODEL)], write_wait=0.2) as (runtime, bus):
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.ONLINE)
+        sim.online = False
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.OFFLINE)
+        result = await bus.send_desired(ref, "setpoint", "12")
+        assert result.status is WriteStatus.PENDING  # answered, not dropped
+        sim.online = True
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.ONLINE)
+        await bus.wait_for(lambda: bus.latest(ref, "setpoint") == "12.0")
+        assert sim.writes[-1] == ("setpoint", 12.0)
+        assert runtime.devices[ref].stats.connects >= 2
+
+
+async def test_desired_value_for_an_offline_device_expires_with_an_answer() -> None:
+    device = thermo("gone")
+    ref = ref_of(device)
+    VirtualDriver.world.device(ref.id).online = False
+    async with run_devices([(device, MODEL)], write_wait=3.0) as (runtime, bus):
+        supervisor = runtime.devices[ref]
+        decision = supervisor.engine.check_desired("setpoint", "10")
+        future = supervisor.submit(decision)
+        # FAST_SETTINGS.desired_ttl is 5 s; the supervisor expires it while backing off.
+        supervisor._expire_pending(asyncio.get_running_loop().time() + 10)
+        result = await asyncio.wait_for(future, 1)
+        assert (result.status, result.reason) == (WriteStatus.EXPIRED, "expired")
+        assert supervisor.stats.writes_expired == 1
+
+
+async def test_failing_reads_mark_the_device_unhealthy_then_reconnect() -> None:
+    device = make_device("sick", MODEL, {"failEvery": 1}, VISITORS)
+    ref = ref_of(device)
+    async with run_devices([(device, MODEL)]) as (runtime, bus):
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.UNHEALTHY)
+        # FAST_SETTINGS drop the connection after 2 failed reads in a row.
+        await bus.wait_for(lambda: runtime.devices[ref].stats.connects >= 2, timeout=5)
+        assert runtime.devices[ref].stats.read_errors >= 2
+        assert runtime.devices[ref].last_error is not None
+
+
+async def test_apply_is_a_diff() -> None:
+    one, two = thermo("one"), thermo("two")
+    registry_driver = VirtualDriver
+    async with run_devices([(one, MODEL), (two, MODEL)]) as (runtime, bus):
+        r1, r2 = ref_of(one), ref_of(two)
+        await bus.wait_for(lambda: bus.state_of(r1) is DeviceState.ONLINE)
+        await bus.wait_for(lambda: bus.state_of(r2) is DeviceState.ONLINE)
+
+        same = bind_or_raise(thermo("one"), MODEL, registry_driver)
+        new_desired = bind_or_raise(thermo("two", desired={"setpoint": "15"}), MODEL, registry_driver)
+        result = await runtime.apply([same, new_desired])
+        assert result.unchanged == [r1]
+        assert result.updated == [r2]
+        await bus.wait_for(lambda: bus.latest(r2, "setpoint") == "15.0")
+        assert runtime.devices[r2].stats.connects == 1  # written in place, not restarted
+
+        changed = bind_or_raise(thermo("one", collect_cycle_ms=200), MODEL, registry_driver)
+        result = await runtime.apply([changed])
+        assert result.restarted == [r1]
+        assert result.stopped == [r2]
+        assert r2 not in runtime.devices
+        assert bus.state_of(r2) is DeviceState.OFFLINE
+
+
+async def test_device_with_unknown_protocol_is_reported_not_fatal() -> None:
+    model = make_model("other", model_property("x"), protocol="nope")
+    device = make_device("x1", model, {}, {"x": {}})
+    bound = bind_or_raise(device, model, None)
+    async with run_devices([(thermo("ok"), MODEL)]) as (runtime, bus):
+        result = await runtime.apply([bound, bind_or_raise(thermo("ok"), MODEL, VirtualDriver)])
+        assert "nope" in result.failed[bound.ref]
+        assert result.unchanged == [ref_of(thermo("ok"))]
+
+
+async def test_shutdown_closes_every_device_and_reports_offline() -> None:
+    devices = [thermo(f"d{i}") for i in range(5)]
+    async with run_devices([(d, MODEL) for d in devices]) as (runtime, bus):
+        refs = [ref_of(d) for d in devices]
+        await bus.wait_for(lambda: all(bus.state_of(r) is DeviceState.ONLINE for r in refs))
+    assert runtime.devices == {}
+    assert all(bus.state_of(r) is DeviceState.OFFLINE for r in refs)
+    assert bus.closed
+
+
+def test_model_fixture_is_a_model() -> None:
+    assert isinstance(MODEL, DeviceModel)
