@@ -70,15 +70,18 @@ class Registry:
         try:
             loaded = ep.load()
         except Exception as exc:  # a broken plugin must not take the process down
-            return self._mark_broken(protocol, f"cannot import {ep.value}: {exc!r}")
+            self._mark_broken(protocol, f"cannot import {ep.value}: {exc!r}")
+            return None
         if not (isinstance(loaded, type) and issubclass(loaded, Driver)):
-            return self._mark_broken(protocol, f"{ep.value} is not a mapper_sdk.Driver subclass")
+            self._mark_broken(protocol, f"{ep.value} is not a mapper_sdk.Driver subclass")
+            return None
         if loaded.protocol != protocol:
-            return self._mark_broken(
+            self._mark_broken(
                 protocol,
                 f"{ep.value} declares protocol {loaded.protocol!r}, "
                 f"but its entry point is named {protocol!r}",
             )
+            return None
         self._classes[protocol] = loaded
         return loaded
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from mapper_sdk.models._base import CrdModel, Cycle, FreeForm, LenientStr
-from mapper_sdk.models.device_model import API_VERSION, VisitorConfig
+from mapper_sdk.models.device_model import VisitorConfig
 from mapper_sdk.models.meta import ObjectMeta
 from mapper_sdk.models.status import TwinProperty, TwinStatus
 
@@ -161,7 +161,7 @@ class DeviceStatusField(CrdModel):
 class Device(CrdModel):
     """A ``Device`` object: one physical device bound to a model and a node."""
 
-    api_version: Literal["devices.kubeedge.io/v1beta1"] = API_VERSION
+    api_version: Literal["devices.kubeedge.io/v1beta1"] = "devices.kubeedge.io/v1beta1"
     kind: Literal["Device"] = "Device"
     metadata: ObjectMeta
     spec: DeviceSpec = Field(default_factory=DeviceSpec)

@@ -62,7 +62,7 @@ class DeviceModelSpec(CrdModel):
 class DeviceModel(CrdModel):
     """A ``DeviceModel`` object: the property catalogue shared by devices of one kind."""
 
-    api_version: Literal["devices.kubeedge.io/v1beta1"] = API_VERSION
+    api_version: Literal["devices.kubeedge.io/v1beta1"] = "devices.kubeedge.io/v1beta1"
     kind: Literal["DeviceModel"] = "DeviceModel"
     metadata: ObjectMeta
     spec: DeviceModelSpec = Field(default_factory=DeviceModelSpec)

@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field
 
 from mapper_sdk.models._base import CrdModel, FreeForm, LenientStr
-from mapper_sdk.models.device_model import API_VERSION
 from mapper_sdk.models.meta import ObjectMeta
 
 
@@ -37,7 +36,7 @@ class DeviceStatusStatus(CrdModel):
 class DeviceStatus(CrdModel):
     """The ``DeviceStatus`` object of KubeEdge >= 1.23: same name and namespace as its Device."""
 
-    api_version: Literal["devices.kubeedge.io/v1beta1"] = API_VERSION
+    api_version: Literal["devices.kubeedge.io/v1beta1"] = "devices.kubeedge.io/v1beta1"
     kind: Literal["DeviceStatus"] = "DeviceStatus"
     metadata: ObjectMeta
     spec: FreeForm = Field(default_factory=dict)

@@ -103,7 +103,7 @@ async def test_desired_value_for_an_offline_device_expires_with_an_answer() -> N
     device = thermo("gone")
     ref = ref_of(device)
     VirtualDriver.world.device(ref.id).online = False
-    async with run_devices([(device, MODEL)], write_wait=3.0) as (runtime, bus):
+    async with run_devices([(device, MODEL)], write_wait=3.0) as (runtime, _):
         supervisor = runtime.devices[ref]
         decision = supervisor.engine.check_desired("setpoint", "10")
         future = supervisor.submit(decision)
@@ -134,7 +134,9 @@ async def test_apply_is_a_diff() -> None:
         await bus.wait_for(lambda: bus.state_of(r2) is DeviceState.ONLINE)
 
         same = bind_or_raise(thermo("one"), MODEL, registry_driver)
-        new_desired = bind_or_raise(thermo("two", desired={"setpoint": "15"}), MODEL, registry_driver)
+        new_desired = bind_or_raise(
+            thermo("two", desired={"setpoint": "15"}), MODEL, registry_driver
+        )
         result = await runtime.apply([same, new_desired])
         assert result.unchanged == [r1]
         assert result.updated == [r2]
@@ -153,7 +155,7 @@ async def test_device_with_unknown_protocol_is_reported_not_fatal() -> None:
     model = make_model("other", model_property("x"), protocol="nope")
     device = make_device("x1", model, {}, {"x": {}})
     bound = bind_or_raise(device, model, None)
-    async with run_devices([(thermo("ok"), MODEL)]) as (runtime, bus):
+    async with run_devices([(thermo("ok"), MODEL)]) as (runtime, _):
         result = await runtime.apply([bound, bind_or_raise(thermo("ok"), MODEL, VirtualDriver)])
         assert "nope" in result.failed[bound.ref]
         assert result.unchanged == [ref_of(thermo("ok"))]
