@@ -11,10 +11,11 @@ DeviceModel
     ``properties[].type.<int|string|double|float|boolean|bytes>: {accessMode, minimum, maximum,
     unit}`` becomes ``type: INT|STRING|...`` with ``accessMode``, ``unit`` and string
     ``minimum``/``maximum`` beside it. v1beta1 has no ``defaultValue``; the defaults of writable
-    properties are kept, as JSON ``{property: text}``, in the annotation ``DEFAULTS_ANNOTATION``
-    and ``device_from_v1alpha2`` uses them as the initial desired value of a property whose twin
-    has none. ``spec.protocol`` is copied when set and otherwise left empty, which binding reads
-    as "any protocol".
+    properties (an unset ``accessMode`` counts as ReadWrite, as in binding) are kept, as JSON
+    ``{property: text}``, in the annotation ``DEFAULTS_ANNOTATION``, and ``device_from_v1alpha2``
+    uses them as the initial desired value of a device property whose twin has none.
+    ``spec.protocol`` is copied when set and otherwise left empty, which binding reads as "any
+    protocol".
 
 Device
     - ``spec.protocol``, a typed union, becomes ``{protocolName, configData}`` with a flat
@@ -55,6 +56,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mapper_sdk.errors import ConfigError, Problem
+from mapper_sdk.models._base import _scalar_to_str
 from mapper_sdk.models.device_model import API_VERSION, GROUP
 
 V1ALPHA2 = f"{GROUP}/v1alpha2"
@@ -91,13 +93,6 @@ def _at(path: str, key: str | int) -> str:
 
 def _is_scalar(value: object) -> bool:
     return isinstance(value, str | int | float | bool)
-
-
-def _text(value: object) -> str:
-    """A scalar as v1beta1 string fields hold it: ``true``, ``5``, ``0.5``, ``abc``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 class _Problems:
@@ -152,7 +147,7 @@ class _Problems:
         if not _is_scalar(value):
             self.add(path, f"must be a scalar, not {type(value).__name__}")
             return ""
-        return _text(value)
+        return str(_scalar_to_str(value))  # the same text the models give a YAML number
 
     def one_of(
         self, parent: Mapping[str, Any], members: Iterable[str], path: str
@@ -186,7 +181,9 @@ def _check_header(doc: Mapping[str, Any], kind: str, problems: _Problems) -> Non
     problems.known(doc, _TOP_KEYS, "")
 
 
-def _metadata(doc: Mapping[str, Any], annotations: Mapping[str, str], problems: _Problems) -> Any:
+def _metadata(
+    doc: Mapping[str, Any], annotations: Mapping[str, str], problems: _Problems
+) -> dict[str, Any]:
     metadata = copy.deepcopy(problems.mapping(doc, "metadata", ""))
     if annotations:
         metadata["annotations"] = {**problems.mapping(metadata, "annotations", "metadata")}
