@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from mapper_sdk.errors import DriverError, UnsupportedOperation
 
@@ -64,12 +65,16 @@ class DeviceState(StrEnum):
 class DriverConfig(BaseModel):
     """Convenient base for driver config models.
 
-    Forbids unknown keys so a typo in ``configData`` is an error instead of a silently ignored
-    setting, and accepts numbers where strings are expected and vice versa the way EdgeCore
-    delivers free-form config (contract §1.5: every number arrives as a float, ports as strings).
+    Field names are snake_case in Python and camelCase in YAML (``slave_id`` reads ``slaveId``;
+    give an explicit alias for spellings like KubeEdge's ``slaveID``). Unknown keys are refused,
+    so a typo in ``configData`` is an error instead of a silently ignored setting. Pydantic's lax
+    mode already takes config the way EdgeCore delivers it (contract §1.5: every number arrives
+    as a float such as ``502.0``, ports often as strings).
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
 
 
 class Driver(abc.ABC, Generic[P, V]):
