@@ -9,12 +9,14 @@ Failures are logged once on the way down and once on recovery.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mapper_sdk._backoff import Backoff
 from mapper_sdk._scheduler import Schedule
@@ -54,6 +56,10 @@ class _Pending:
     expires_at: float
 
 
+LATENESS_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, math.inf)
+"""Upper bounds of the tick-lateness histogram buckets, in milliseconds."""
+
+
 @dataclass(slots=True)
 class DeviceStats:
     """Counters of one device, read by metrics and tests."""
@@ -67,6 +73,11 @@ class DeviceStats:
     connects: int = 0
     connect_failures: int = 0
     last_read_ms: float = 0.0
+    lateness: list[int] = field(default_factory=lambda: [0] * len(LATENESS_BUCKETS_MS))
+    """Tick starts per lateness bucket (see ``LATENESS_BUCKETS_MS``): the scheduler's jitter."""
+
+    def record_lateness(self, late_ms: float) -> None:
+        self.lateness[bisect.bisect_left(LATENESS_BUCKETS_MS, late_ms)] += 1
 
 
 class DeviceSupervisor:
@@ -188,8 +199,11 @@ class DeviceSupervisor:
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
-            await asyncio.sleep(max(0.0, self.schedule.next_deadline() - loop.time()))
-            points = self.schedule.take_due(loop.time())
+            deadline = self.schedule.next_deadline()
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            now = loop.time()
+            self.stats.record_lateness((now - deadline) * 1000)
+            points = self.schedule.take_due(now)
             if not points:
                 continue
             try:

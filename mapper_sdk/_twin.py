@@ -31,7 +31,8 @@ _REPORT_SLACK = 0.5
 class PropertyState:
     """What the engine knows about one property."""
 
-    value: Value | None = None
+    raw: Value | None = None  # as the driver returned it, for cheap change detection
+    value: Value | None = None  # coerced to the model type
     text: str | None = None
     read_at_ms: int | None = None
     error: str | None = None
@@ -75,13 +76,16 @@ class TwinEngine:
             if isinstance(result, DriverError):
                 state.error = str(result) or type(result).__name__
                 continue
-            try:
-                text = values.format_value(result, point.type)
-                state.value = values.coerce(result, point.type)
-            except ValueConversionError as exc:
-                state.error = str(exc)
-                continue
-            state.text, state.read_at_ms, state.error = text, wall_ms, None
+            # Unchanged raw value: skip the conversion, the text is the same as last time.
+            if state.text is None or result != state.raw or type(result) is not type(state.raw):
+                try:
+                    state.value, state.text = values.to_twin(result, point.type)
+                except ValueConversionError as exc:
+                    state.error = str(exc)
+                    continue
+                state.raw = result
+            state.read_at_ms, state.error = wall_ms, None
+            text = state.text
             if point.report_to_cloud and self._report_due(point, state, now):
                 state.reported_text, state.reported_at = text, now
                 due.append(TwinValue(point.name, text, point.twin_type, state.desired))

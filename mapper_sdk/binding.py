@@ -88,14 +88,11 @@ class BoundProperty:
     push_method: PushMethod | None
     desired: TwinProperty | None
     index: int  # position in the device, so per-property state can live in flat lists
+    twin_type: str  # the metadata.type EdgeCore accepts for this property
 
     @property
     def writable(self) -> bool:
         return self.access_mode is AccessMode.READ_WRITE and self.type is not PropertyType.STREAM
-
-    @property
-    def twin_type(self) -> str:
-        return values.twin_type(self.type) if self.type is not PropertyType.STREAM else "string"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -236,6 +233,7 @@ class _Binder:
             push_method=prop.push_method,
             desired=prop.desired,
             index=index,
+            twin_type=values.twin_type(ptype) if ptype is not PropertyType.STREAM else "string",
         )
 
     def bind_visitor(

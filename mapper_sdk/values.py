@@ -330,7 +330,18 @@ def _wrong_kind(value: object, ptype: PropertyType) -> ValueConversionError:
 def format_value(value: Value, ptype: PropertyType) -> str:
     """The twin text of ``value`` as a ``ptype``: coerced first, then written so that it
     matches ``TWIN_VALUE_PATTERN`` and ``parse_value`` gives the value back."""
+    return to_twin(value, ptype)[1]
+
+
+def to_twin(value: Value, ptype: PropertyType) -> tuple[Value, str]:
+    """``(coerce(value, ptype), format_value(value, ptype))`` with a single conversion."""
+    if type(value) is float and ptype is PropertyType.DOUBLE and math.isfinite(value):
+        return value, _float_text(value)  # the hot path of most numeric devices
     typed = coerce(value, ptype)
+    return typed, _format_typed(typed, ptype)
+
+
+def _format_typed(typed: Value, ptype: PropertyType) -> str:
     if isinstance(typed, bool):
         return "true" if typed else "false"
     if isinstance(typed, int):
