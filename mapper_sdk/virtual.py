@@ -155,7 +155,7 @@ class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
             current = _typed(visitor.min if nxt > visitor.max else nxt, point.type)
         elif visitor.kind == "random_walk":
             nxt = float(current) + self._rng.uniform(-visitor.step, visitor.step)
-            current = _typed(min(visitor.max, max(visitor.min, nxt)), point.type)
+            current = _typed(round(min(visitor.max, max(visitor.min, nxt)), 3), point.type)
         elif visitor.kind == "sine":
             phase = 2 * math.pi * (time.monotonic() - self._epoch) * 1000 / visitor.period_ms
             mid, amp = (visitor.max + visitor.min) / 2, (visitor.max - visitor.min) / 2
