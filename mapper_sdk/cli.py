@@ -13,7 +13,9 @@ from pathlib import Path
 from mapper_sdk import loader
 from mapper_sdk._registry import Registry
 from mapper_sdk._version import __version__
+from mapper_sdk.bus import EventBus
 from mapper_sdk.bus.console import ConsoleBus
+from mapper_sdk.errors import ConfigError
 from mapper_sdk.runtime import MapperRuntime
 
 log = logging.getLogger("mapper_sdk")
@@ -30,6 +32,31 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run devices and print their twin reports")
     run.add_argument("--devices", required=True, type=Path, help="directory of CRD YAML files")
     run.add_argument("--protocol", help="run only the devices of this protocol")
+    run.add_argument(
+        "--mqtt-url",
+        help="EdgeCore's MQTT broker, e.g. tcp://127.0.0.1:1883 or mqtts://host:8883 "
+        "(credentials from MAPPER_MQTT_USERNAME / MAPPER_MQTT_PASSWORD[_FILE]); "
+        "without it, messages are printed instead of published",
+    )
+    run.add_argument("--node", default="edge-node", help="the edge node name (membership topics)")
+    run.add_argument(
+        "--id-style",
+        choices=["namespaced", "name"],
+        default="namespaced",
+        help="device ids in topics: namespace/name (KubeEdge >= 1.16.2) or name only (older)",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".mapper-state"),
+        help="where the outbox and desired values are persisted (default: ./.mapper-state)",
+    )
+    run.add_argument(
+        "--confirm",
+        choices=["auto", "result", "puback"],
+        default="auto",
+        help="when a report leaves the outbox: EdgeCore's twin/update/result, PUBACK, or auto",
+    )
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub.add_parser("version", help="print the version and the installed drivers")
     return parser
@@ -45,7 +72,25 @@ def _validate(paths: Sequence[Path], strict: bool) -> int:
     return 1 if errors or (strict and warnings) else 0
 
 
-async def _run(devices_dir: Path, protocol: str | None) -> int:
+def _make_bus(args: argparse.Namespace) -> EventBus:
+    if not args.mqtt_url:
+        return ConsoleBus()
+    from mapper_sdk.bus.mqtt import MqttEventBus  # imports paho only when asked for
+    from mapper_sdk.bus.mqtt_settings import ConfirmMode, MqttSettings
+    from mapper_sdk.bus.topics import IdStyle
+
+    settings = MqttSettings.from_url(
+        args.mqtt_url,
+        node=args.node,
+        id_style=IdStyle(args.id_style),
+        confirm=ConfirmMode(args.confirm),
+    ).with_env_credentials()
+    return MqttEventBus(settings, state_dir=args.state_dir)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    devices_dir: Path = args.devices
+    protocol: str | None = args.protocol
     registry = Registry.from_entry_points()
     result = loader.load_paths([devices_dir])
     bound, problems = loader.bind_all(result, registry)
@@ -60,7 +105,7 @@ async def _run(devices_dir: Path, protocol: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with MapperRuntime(ConsoleBus(), registry=registry) as runtime:
+    async with MapperRuntime(_make_bus(args), registry=registry) as runtime:
         applied = await runtime.apply(bound)
         log.info("running %d device(s); Ctrl-C to stop", len(applied.started))
         await stop.wait()
@@ -79,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(_run(args.devices, args.protocol))
+    try:
+        return asyncio.run(_run(args))
+    except ConfigError as exc:
+        print(f"mapper-sdk: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

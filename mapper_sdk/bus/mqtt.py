@@ -1,0 +1,527 @@
+"""The EdgeCore MQTT event bus (contract §3): reports out, desired values in, nothing lost.
+
+Reports go through the durable outbox: ``publish_twins`` stages the encoded ``twin/update``,
+the pump commits staged entries to SQLite once per loop turn (that commit is when a report
+counts as accepted), publishes pending entries in sequence order with QoS 1 inside a bounded
+window, and removes an entry only when delivery is confirmed: by EdgeCore's
+``twin/update/result`` for its ``event_id`` once EdgeCore has shown it answers on this bus,
+otherwise by the broker's PUBACK (``ConfirmMode``). After a reconnect everything unconfirmed is
+sent again in order (at least once; EdgeCore treats a repeat as one more report).
+
+Desired values arrive as ``twin/update/delta`` (and as ``expected`` values in
+``twin/get/result`` after every (re)connect). Each is persisted, then acknowledged to the
+broker, then handed to the runtime's single write path; the outcome is published on
+``{prefix}/events/device/{id}/desired/result``. EdgeCore repeats a delta after every report
+while expected != actual; the delta's expected timestamp is the version, so a repeat is
+applied at most once.
+
+Malformed messages are rejected, counted by reason and logged once per reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+
+from mapper_sdk._backoff import Backoff
+from mapper_sdk._desired_store import DesiredStore
+from mapper_sdk._outbox import Entry, Outbox, OutboxError
+from mapper_sdk.binding import BoundDevice, DeviceRef
+from mapper_sdk.bus import DesiredChange, DesiredHandler, TwinReport, WriteResult, topics
+from mapper_sdk.bus import messages as msg
+from mapper_sdk.bus._paho import PahoConnection
+from mapper_sdk.bus.mqtt_settings import ConfirmMode, MqttSettings
+from mapper_sdk.driver import DeviceState
+from mapper_sdk.errors import EventBusError
+
+log = logging.getLogger("mapper_sdk.mqtt")
+
+MembershipHandler = Callable[[list[str], list[str]], None]
+"""Called with (added ids, removed ids) when EdgeCore's device list for this node changes."""
+
+
+@dataclass(slots=True)
+class MqttStats:
+    """Counters the tests and /metrics read (reliability §2.7)."""
+
+    produced: int = 0
+    persisted: int = 0
+    published: int = 0
+    broker_acked: int = 0
+    confirmed: int = 0
+    resent: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    desired_received: int = 0
+    desired_applied: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Messages refused: ours by EdgeCore (``edgecore_400``...) or incoming ones by us."""
+    desired_refused: Counter[str] = field(default_factory=Counter)
+
+
+class MqttEventBus:
+    """``EventBus`` over MQTT with a durable outbox. Use inside ``MapperRuntime``."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        state_dir: str | Path | None = None,
+        outbox: Outbox | None = None,
+        on_membership: MembershipHandler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = MqttStats()
+        self.membership: set[str] = set()
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._outbox = outbox
+        self._desired: DesiredStore | None = None
+        self._on_membership = on_membership
+        self._on_desired: DesiredHandler | None = None
+        self._devices: dict[DeviceRef, BoundDevice] = {}
+        self._by_name: dict[str, DeviceRef] = {}
+        self._staged: list[Entry] = []
+        self._confirmed: list[int] = []
+        self._inflight: dict[int, Entry] = {}  # MQTT mid -> entry awaiting PUBACK
+        self._awaiting: dict[str, tuple[Entry, float]] = {}  # event_id -> (entry, deadline)
+        self._edgecore_answers = False
+        self._conn: PahoConnection | None = None
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set on every state change, for wait_for
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._logged: set[str] = set()
+        self._event_ids = itertools.count(1)
+        self._event_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+
+    # -- EventBus -------------------------------------------------------------------------
+
+    async def start(self, on_desired: DesiredHandler) -> None:
+        self._on_desired = on_desired
+        if self._state_dir is not None:
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+        if self._outbox is None:
+            path = self._state_dir / "outbox.sqlite3" if self._state_dir else ":memory:"
+            self._outbox = Outbox.open(path)
+        self._desired = DesiredStore(
+            self._state_dir / "desired.sqlite3" if self._state_dir else ":memory:"
+        )
+        self._task = asyncio.create_task(self._run(), name="mqtt event bus")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until ``predicate()`` holds; re-checked whenever the bus makes progress."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._progress.clear()
+                await self._progress.wait()
+
+    def publish_twins(self, report: TwinReport) -> None:
+        ref = report.ref
+        event_id = f"{self._event_prefix}{next(self._event_ids)}"
+        payload = msg.build_twin_report(
+            {t.name: (t.value, t.type) for t in report.twins},
+            event_id=event_id,
+            timestamp=report.timestamp_ms,
+        )
+        topic = topics.twin_update(self._ns(ref), ref.name, self.settings.id_style)
+        self._stage(Entry.new(ref.id, "twin", None, topic, payload, event_id))
+        if self.settings.data_topic:
+            self._publish_data(report)
+
+    def publish_state(self, ref: DeviceRef, state: DeviceState, timestamp_ms: int) -> None:
+        payload = msg.build_state_update(state.value, timestamp=timestamp_ms)
+        topic = topics.state_update(self._ns(ref), ref.name, self.settings.id_style)
+        self._stage(Entry.new(ref.id, "state", "state", topic, payload, ""))
+
+    def device_added(self, device: BoundDevice) -> None:
+        self._devices[device.ref] = device
+        self._by_name[device.ref.name] = device.ref
+        self._restore_desired(device.ref)
+        if self._conn is not None:
+            self._request_twin(self._conn, device.ref)
+
+    def device_removed(self, ref: DeviceRef) -> None:
+        self._devices.pop(ref, None)
+        if self._by_name.get(ref.name) == ref:
+            del self._by_name[ref.name]
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for task in list(self._writes):
+            task.cancel()
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        self._flush()
+        if self._outbox is not None:
+            self._outbox.close()
+        if self._desired is not None:
+            self._desired.close()
+
+    def depth(self) -> tuple[int, int]:
+        """Outbox rows and bytes not yet confirmed."""
+        return self._outbox.depth() if self._outbox is not None else (0, 0)
+
+    # -- connection loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap)
+        down_logged = False
+        while True:
+            conn = PahoConnection(
+                self.settings,
+                on_message=self._on_message,
+                on_published=self._on_published,
+                will=(self._status_topic(), b"offline"),
+            )
+            try:
+                await conn.connect()
+            except EventBusError as exc:
+                if not down_logged:
+                    log.warning("MQTT broker %s unreachable: %s", self.settings.url, exc)
+                    down_logged = True
+                await asyncio.sleep(backoff.next())
+                continue
+            if down_logged:
+                log.info("MQTT broker %s reachable again", self.settings.url)
+            down_logged = False
+            backoff.reset()
+            try:
+                await self._session(conn)
+            except asyncio.CancelledError:
+                await self._goodbye(conn)
+                raise
+            self.stats.disconnects += 1
+            log.warning("MQTT connection to %s lost: %s", self.settings.url, conn.closed.result())
+            await asyncio.sleep(backoff.next())
+
+    async def _session(self, conn: PahoConnection) -> None:
+        self.stats.connects += 1
+        self._conn = conn
+        self._connected.set()
+        try:
+            self._resync(conn)
+            await self._pump(conn)
+        finally:
+            self._flush()  # commit the confirmations that arrived before the link dropped
+            self._conn = None
+            self._connected.clear()
+            self._progress.set()
+            self._inflight.clear()
+            self._awaiting.clear()
+            if self._outbox is not None:
+                self._outbox.requeue_inflight()
+
+    async def _goodbye(self, conn: PahoConnection) -> None:
+        """Leave cleanly: confirmations committed, status retained as offline, DISCONNECT."""
+        self._flush()
+        with contextlib.suppress(EventBusError):
+            conn.publish(self._status_topic(), b"offline", 1, retain=True)
+        await conn.disconnect()
+
+    def _resync(self, conn: PahoConnection) -> None:
+        style = self.settings.id_style
+        conn.subscribe(
+            [
+                topics.device_filter(topics.DeviceSuffix.TWIN_UPDATE_RESULT, style),
+                topics.device_filter(topics.DeviceSuffix.TWIN_UPDATE_DELTA, style),
+                topics.device_filter(topics.DeviceSuffix.TWIN_GET_RESULT, style),
+                topics.TWIN_PARSE_ERROR_TOPIC,
+                topics.membership_get_result(self.settings.node),
+                topics.membership_updated(self.settings.node),
+            ],
+            qos=1,
+        )
+        conn.publish(self._status_topic(), b"online", 1, retain=True)
+        conn.publish(
+            topics.membership_get(self.settings.node),
+            msg.build_membership_get(f"{self._event_prefix}m"),
+            1,
+        )
+        if self._outbox is not None:
+            self._outbox.requeue_inflight()
+        for ref in self._devices:
+            self._request_twin(conn, ref)
+
+    def _request_twin(self, conn: PahoConnection, ref: DeviceRef) -> None:
+        topic = topics.twin_get(self._ns(ref), ref.name, self.settings.id_style)
+        with contextlib.suppress(EventBusError):
+            conn.publish(topic, msg.build_twin_get(f"{self._event_prefix}g"), 1)
+
+    async def _pump(self, conn: PahoConnection) -> None:
+        while not conn.closed.done():
+            self._wake.clear()
+            self._progress.set()
+            self._flush()
+            self._expire_results()
+            self._send(conn)
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            closed: asyncio.Future[Any] = conn.closed
+            await asyncio.wait([waiter, closed], timeout=0.5, return_when="FIRST_COMPLETED")
+            waiter.cancel()
+
+    def _stage(self, entry: Entry) -> None:
+        self.stats.produced += 1
+        self._progress.set()
+        self._staged.append(entry)
+        if len(self._staged) == 1:
+            # Commit staged reports on the next loop turn, as one transaction.
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._outbox is None:
+            return
+        if self._confirmed:
+            confirmed, self._confirmed = self._confirmed, []
+            self._outbox.confirm(confirmed)  # one transaction per loop turn, not per PUBACK
+        if self._staged:
+            staged, self._staged = self._staged, []
+            try:
+                self._outbox.append_many(staged)
+            except (OutboxError, ValueError) as exc:  # disk full, oversized: counted by the outbox
+                self._reject("outbox_write_failed", str(exc))
+                return
+            self.stats.persisted += len(staged)
+            self._wake.set()
+
+    def _send(self, conn: PahoConnection) -> None:
+        assert self._outbox is not None
+        room = self.settings.max_inflight - len(self._inflight) - len(self._awaiting)
+        if room <= 0:
+            return
+        for entry in self._outbox.pending(room):
+            try:
+                mid = conn.publish(entry.topic, entry.payload, self.settings.qos)
+            except EventBusError:
+                self._outbox.release([entry.id])
+                return
+            self._inflight[mid] = entry
+            self.stats.published += 1
+            self.stats.resent += entry.attempts > 1
+
+    def _on_published(self, mid: int) -> None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None or self._outbox is None:
+            return
+        self.stats.broker_acked += 1
+        if self._wait_for_result(entry):
+            deadline = time.monotonic() + self.settings.result_timeout
+            self._awaiting[entry.event_id] = (entry, deadline)
+        else:
+            self._confirm(entry)
+        self._wake.set()
+
+    def _wait_for_result(self, entry: Entry) -> bool:
+        if entry.kind != "twin" or not entry.event_id:
+            return False
+        mode = self.settings.confirm
+        return mode is ConfirmMode.RESULT or (mode is ConfirmMode.AUTO and self._edgecore_answers)
+
+    def _confirm(self, entry: Entry) -> None:
+        self._confirmed.append(entry.id)
+        self.stats.confirmed += 1
+
+    def _expire_results(self) -> None:
+        if not self._awaiting or self._outbox is None:
+            return
+        now = time.monotonic()
+        late = [eid for eid, (_, deadline) in self._awaiting.items() if deadline <= now]
+        for event_id in late:
+            entry, _ = self._awaiting.pop(event_id)
+            self._outbox.release([entry.id])  # sent again; the outbox parks it after N tries
+
+    # -- incoming -------------------------------------------------------------------------
+
+    def _on_message(self, message: paho.MQTTMessage) -> None:
+        try:
+            self._dispatch(message.topic, bytes(message.payload))
+        except (msg.MessageError, topics.TopicError, EventBusError) as exc:
+            self._reject(type(exc).__name__, f"{message.topic}: {exc}")
+        finally:
+            if self._conn is not None and message.qos > 0:
+                self._conn.ack(message.mid, message.qos)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        if topic == topics.TWIN_PARSE_ERROR_TOPIC:
+            result = msg.parse_twin_update_result(payload, max_size=self.settings.max_payload)
+            self._reject(
+                f"edgecore_{result.code}", f"EdgeCore could not parse a report: {result.reason}"
+            )
+            return
+        if topic.startswith(topics.NODE_PREFIX):
+            self._dispatch_node(topic, payload)
+            return
+        parsed = topics.parse_device_topic(topic, self.settings.id_style)
+        ref = self._resolve(parsed.namespace, parsed.name)
+        if ref is None:
+            return  # another mapper's device: the filters are wildcards
+        suffix = parsed.suffix
+        if suffix is topics.DeviceSuffix.TWIN_UPDATE_RESULT:
+            self._handle_result(
+                ref, msg.parse_twin_update_result(payload, max_size=self.settings.max_payload)
+            )
+        elif suffix is topics.DeviceSuffix.TWIN_UPDATE_DELTA:
+            delta = msg.parse_twin_delta(payload, max_size=self.settings.max_payload)
+            for name, value in delta.delta.items():
+                twin = delta.twin.get(name)
+                version = twin.expected.timestamp if twin and twin.expected else None
+                self._desired_in(ref, name, value, version, "mqtt-delta")
+        elif suffix is topics.DeviceSuffix.TWIN_GET_RESULT:
+            self._handle_twin_get(
+                ref, msg.parse_twin_get_result(payload, max_size=self.settings.max_payload)
+            )
+
+    def _dispatch_node(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_node_topic(topic)
+        if parsed.suffix is topics.NodeSuffix.MEMBERSHIP_GET_RESULT:
+            result = msg.parse_membership_get_result(payload, max_size=self.settings.max_payload)
+            ids = {d.id for d in result.devices}
+            added, removed = sorted(ids - self.membership), sorted(self.membership - ids)
+            self.membership = ids
+        elif parsed.suffix is topics.NodeSuffix.MEMBERSHIP_UPDATED:
+            update = msg.parse_membership_updated(payload, max_size=self.settings.max_payload)
+            added = [d.id for d in update.added_devices or ()]
+            removed = [d.id for d in update.removed_devices or ()]
+            self.membership = (self.membership | set(added)) - set(removed)
+        else:
+            return
+        if self._on_membership is not None and (added or removed):
+            self._on_membership(added, removed)
+
+    def _handle_result(self, ref: DeviceRef, result: msg.TwinUpdateResult) -> None:
+        self._edgecore_answers = True
+        waiting = self._awaiting.pop(result.event_id, None)
+        if not result.ok:
+            self._reject(
+                f"edgecore_{result.code}", f"EdgeCore refused a report of {ref}: {result.reason}"
+            )
+        if waiting is not None:
+            # A 4xx will not succeed on a resend: it is counted and logged, and leaves too.
+            self._confirm(waiting[0])
+            self._wake.set()
+
+    def _handle_twin_get(self, ref: DeviceRef, result: msg.TwinGetResult) -> None:
+        if not result.ok:
+            return  # 404 until EdgeCore knows the device; nothing to restore
+        for name, twin in result.twin.items():
+            if twin is None or twin.expected is None or twin.expected.value in (None, ""):
+                continue
+            actual = twin.actual.value if twin.actual else None
+            if twin.expected.value != actual:
+                self._desired_in(
+                    ref, name, twin.expected.value, twin.expected.timestamp, "mqtt-get"
+                )
+
+    def _desired_in(
+        self, ref: DeviceRef, prop: str, value: str, version: int | None, source: str
+    ) -> None:
+        assert self._desired is not None
+        self.stats.desired_received += 1
+        version = version if version is not None else int(time.time() * 1000)
+        if not self._desired.put(ref.id, prop, value, version):
+            return  # a repeat of a version already taken: at most once
+        self._submit(DesiredChange(ref, prop, value, source, version))
+
+    def _submit(self, change: DesiredChange) -> None:
+        task = asyncio.get_running_loop().create_task(self._apply_desired(change))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _apply_desired(self, change: DesiredChange) -> None:
+        assert self._on_desired is not None
+        assert self._desired is not None
+        result = await self._on_desired(change)
+        self._progress.set()
+        if result.ok:
+            self.stats.desired_applied += 1
+        elif result.reason != "pending":
+            self.stats.desired_refused[result.reason] += 1
+        self._desired.mark(change.ref.id, change.property, change.version or 0, result.status.value)
+        self._answer(change, result)
+
+    def _answer(self, change: DesiredChange, result: WriteResult) -> None:
+        body = {
+            "event_id": "",
+            "timestamp": int(time.time() * 1000),
+            "property": change.property,
+            "value": change.value,
+            "status": result.status.value,
+            "reason": result.reason,
+            "message": result.message,
+        }
+        topic = f"{self.settings.status_prefix}/events/device/{change.ref.id}/desired/result"
+        if self._conn is not None:
+            with contextlib.suppress(EventBusError):
+                self._conn.publish(topic, orjson.dumps(body), 1)
+
+    def _restore_desired(self, ref: DeviceRef) -> None:
+        if self._desired is None or self._on_desired is None:
+            return
+        for row in self._desired.for_device(ref.id):
+            if row.status in ("pending", "applied"):
+                self._submit(DesiredChange(ref, row.property, row.value, "restored", row.version))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        self._progress.set()
+        if reason not in self._logged:  # once per reason, not once per message
+            self._logged.add(reason)
+            log.warning("rejected (%s; further ones only counted): %s", reason, detail)
+
+    def _resolve(self, namespace: str | None, name: str) -> DeviceRef | None:
+        if namespace is None:
+            return self._by_name.get(name)
+        ref = DeviceRef(namespace, name)
+        return ref if ref in self._devices else None
+
+    def _ns(self, ref: DeviceRef) -> str | None:
+        return ref.namespace if self.settings.id_style is topics.IdStyle.NAMESPACED else None
+
+    def _status_topic(self) -> str:
+        return f"{self.settings.status_prefix}/{self.settings.node}/status"
+
+    def _publish_data(self, report: TwinReport) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # telemetry for apps is best effort; twins are the durable path
+        ref = report.ref
+        body = {
+            "event_id": "",
+            "timestamp": report.timestamp_ms,
+            "data": {
+                t.name: {
+                    "value": t.value,
+                    "metadata": {"timestamp": report.timestamp_ms, "type": t.type},
+                }
+                for t in report.twins
+            },
+        }
+        with contextlib.suppress(EventBusError):
+            conn.publish(
+                topics.data_update(self._ns(ref), ref.name, self.settings.id_style),
+                orjson.dumps(body),
+                0,
+            )
