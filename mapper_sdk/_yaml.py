@@ -43,14 +43,37 @@ _MARKER_HINT = re.compile(r"\n(?:---|\.\.\.)")  # one pass, twice as fast as two
 _MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|\Z)", re.MULTILINE)
 # A tag token can only start at a line start, after whitespace or after a flow indicator.
 _TAG_HINT = re.compile(r"(?:^|[\s\[\]{},])!", re.MULTILINE)
-# Block nesting needs indentation or compact "- - -"/"? " prefixes: a line whose prefix of
-# spaces and indicators is this long is the only way to nest deeper than MAX_DOCUMENT_DEPTH
-# without flow brackets (which yaml_rs caps itself).
-# (Searched as "\n" + prefix rather than "^" in MULTILINE mode: five times faster, because the
-# regex engine can then skip ahead to newlines; the first line is matched on its own.)
-_DEEP_PREFIX = re.compile(rf"\n[ \t?:-]{{{MAX_DOCUMENT_DEPTH // 2 - 2}}}")
-_DEEP_FIRST_LINE = re.compile(rf"[ \t?:-]{{{MAX_DOCUMENT_DEPTH // 2 - 2}}}")
 _CONTENT = re.compile(r"^[ \t]*[^\s#%]", re.MULTILINE)  # a line that is not blank, comment or %
+
+
+class _LongPrefix:
+    """Finds a line whose prefix of spaces and block indicators is at least ``columns`` long.
+
+    How deep YAML nests can be bounded from the text alone. A block collection can only start
+    after such a prefix (indentation, and compact ``- ``/``? ``/``: `` indicators), and one
+    that starts at column ``c`` is at most ``2c + 2`` levels deep: each column allows a
+    mapping and, at the same column, a sequence. Flow collections add at most one level per
+    bracket. So when no line has a prefix of ``P`` columns, block nesting is at most ``2P``.
+    """
+
+    def __init__(self, columns: int) -> None:
+        # "\n" + prefix rather than "^" in MULTILINE mode: five times faster, as the regex
+        # engine can skip from newline to newline; the first line is matched on its own.
+        self._first = re.compile(rf"[ \t?:-]{{{columns}}}")
+        self._later = re.compile(rf"\n[ \t?:-]{{{columns}}}")
+
+    def __call__(self, text: str) -> bool:
+        return bool(self._first.match(text) or self._later.search(text))
+
+
+# Documents with a longer prefix get an exact depth check before yaml_rs sees them (its own
+# limit only covers flow collections; block ones crash it at a few ten thousand levels).
+_MAY_BE_TOO_DEEP = _LongPrefix(MAX_DOCUMENT_DEPTH // 2)
+# Documents without a longer prefix, and with few brackets, cannot hold a free-form value
+# deeper than MAX_FREE_FORM_DEPTH: a free-form value is at least at level 2 of its document.
+_SHALLOW_COLUMNS = 15
+_SHALLOW_BRACKETS = MAX_FREE_FORM_DEPTH + 1 - 2 * _SHALLOW_COLUMNS
+_MAY_NEST = _LongPrefix(_SHALLOW_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +133,20 @@ def _is_blank(text: str) -> bool:
     return _CONTENT.search(text) is None
 
 
-def parse(chunk: Chunk) -> Any:
-    """Parse one document safely; raise ``YamlError`` with its position when it is refused."""
+def parse(chunk: Chunk) -> tuple[Any, bool]:
+    """Parse one document safely: ``(value, shallow)``; ``YamlError`` when it is refused.
+
+    ``shallow`` is true when the text proves that no value in it nests deeper than
+    ``MAX_FREE_FORM_DEPTH``, so callers can skip ``too_deep`` checks (the common case).
+    """
     text = chunk.text
     if "!" in text:
         _refuse_tags(chunk)
-    if _DEEP_PREFIX.search(text) or _DEEP_FIRST_LINE.match(text):
+    indented = _MAY_NEST(text)
+    if indented and _MAY_BE_TOO_DEEP(text):
         _refuse_depth(chunk)
     try:
-        return yaml_rs.loads(
+        value = yaml_rs.loads(
             text,
             parse_datetime=False,
             alias_limits=_ALIASES_REFUSED,
@@ -126,6 +154,8 @@ def parse(chunk: Chunk) -> Any:
         )
     except yaml_rs.YAMLDecodeError as exc:
         raise YamlError([_explain(chunk, str(exc))]) from None
+    shallow = not indented and text.count("[") + text.count("{") <= _SHALLOW_BRACKETS
+    return value, shallow
 
 
 def _refuse_tags(chunk: Chunk) -> None:

@@ -224,8 +224,25 @@ def test_unknown_field_is_a_located_warning(project: Path, registry: Registry) -
     assert result.ok
     assert len(result.devices) == 1
     assert messages(result.problems) == [
-        "devices/thermo.yaml:18:3: warning: spec.futureField: unknown field (ignored)",
         "devices/thermo.yaml:15:9: warning: spec.properties[2].colour: unknown field (ignored)",
+        "devices/thermo.yaml:18:3: warning: spec.futureField: unknown field (ignored)",
+    ]
+    assert result.devices[0].obj.spec.model_extra == {"futureField": {"a": 1}}
+
+
+def test_unknown_fields_and_errors_are_reported_together(project: Path) -> None:
+    deep = "[" * 33 + "]" * 33
+    text = DEVICE.replace("collectCycle: 1000", "collectCycle: -1\n        colour: blue")
+    write("devices/thermo.yaml", text + f"  futureField: {deep}\n")
+    result = load_paths(["devices"])
+    assert result.devices == []
+    assert messages(result.problems) == [
+        "devices/thermo.yaml:14:9: spec.properties[2].collectCycle: must be >= 0",
+        "devices/thermo.yaml:15:9: warning: spec.properties[2].colour: unknown field (ignored)",
+        "devices/thermo.yaml:18:3: warning: spec.futureField: unknown field (ignored)",
+        "devices/thermo.yaml:18:48: spec.futureField"
+        + "[0]" * 32
+        + ": nested deeper than 32 levels",
     ]
 
 

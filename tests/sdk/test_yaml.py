@@ -13,7 +13,7 @@ from mapper_sdk.errors import YamlError
 
 def parse_one(text: str) -> Any:
     (chunk,) = _yaml.split_documents(text, "f.yaml")
-    return _yaml.parse(chunk)
+    return _yaml.parse(chunk)[0]
 
 
 def refused(text: str) -> str:
@@ -47,14 +47,14 @@ def test_documents_keep_their_first_line() -> None:
     text = "a: 1\n---\nb: 2\nc: 3\n--- # third\nd: 4\n"
     chunks = _yaml.split_documents(text, "f.yaml")
     assert [(c.first_line, c.index) for c in chunks] == [(1, 0), (2, 1), (5, 2)]
-    assert [_yaml.parse(c) for c in chunks] == [{"a": 1}, {"b": 2, "c": 3}, {"d": 4}]
+    assert [_yaml.parse(c)[0] for c in chunks] == [{"a": 1}, {"b": 2, "c": 3}, {"d": 4}]
 
 
 def test_leading_comments_and_directives_join_the_next_document() -> None:
     text = "# header\n%YAML 1.2\n---\na: 1\n...\n# between\n---\nb: 2\n---\n"
     chunks = _yaml.split_documents(text, "f.yaml")
     assert [(c.first_line, c.index) for c in chunks] == [(1, 0), (6, 1), (9, 2)]
-    assert [_yaml.parse(c) for c in chunks] == [{"a": 1}, {"b": 2}, None]
+    assert [_yaml.parse(c)[0] for c in chunks] == [{"a": 1}, {"b": 2}, None]
 
 
 def test_dashes_that_are_not_markers_do_not_split() -> None:
@@ -194,6 +194,21 @@ def test_hostile_nesting_does_not_crash_a_fresh_interpreter() -> None:
 
 
 # --- free-form depth ---------------------------------------------------------------------------
+
+
+def shallow(text: str) -> bool:
+    (chunk,) = _yaml.split_documents(text, "f.yaml")
+    return _yaml.parse(chunk)[1]
+
+
+def test_shallow_means_no_value_can_be_too_deep() -> None:
+    block = "".join(" " * i + f"k{i}:\n" for i in range(14)) + " " * 14 + "leaf: 1\n"
+    assert shallow(block)
+    assert shallow("a: [[[1]]]\n")
+    # 14 columns of block nesting (at most 30 levels) plus 4 brackets could reach 33 levels:
+    assert not shallow(block.replace("leaf: 1", "leaf: [[[[1]]]]"))
+    assert not shallow(block.replace(" " * 14 + "leaf", " " * 15 + "leaf"))
+    assert not shallow("a:\n- - - - - - - - x\n")
 
 
 def test_too_deep_allows_exactly_the_limit() -> None:
