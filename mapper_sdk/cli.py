@@ -30,7 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", type=Path, help="files or directories")
     validate.add_argument("--strict", action="store_true", help="treat warnings as errors")
     run = sub.add_parser("run", help="run devices and print their twin reports")
-    run.add_argument("--devices", required=True, type=Path, help="directory of CRD YAML files")
+    run.add_argument("--devices", type=Path, help="directory of CRD YAML files")
+    run.add_argument(
+        "--dmi",
+        metavar="EDGECORE_SOCKET",
+        help="take devices from EdgeCore over DMI gRPC (KubeEdge >= 1.15), e.g. "
+        "/etc/kubeedge/dmi.sock; needs --protocol and the 'dmi' extra",
+    )
+    run.add_argument(
+        "--mapper-socket",
+        help="the socket this mapper serves DMI on (default /etc/kubeedge/<protocol>.sock)",
+    )
     run.add_argument("--protocol", help="run only the devices of this protocol")
     run.add_argument(
         "--mqtt-url",
@@ -89,6 +99,10 @@ def _make_bus(args: argparse.Namespace) -> EventBus:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.dmi:
+        return await _run_dmi(args)
+    if args.devices is None:
+        raise ConfigError("run needs --devices DIR (YAML CRDs) or --dmi SOCKET (EdgeCore)")
     devices_dir: Path = args.devices
     protocol: str | None = args.protocol
     registry = Registry.from_entry_points()
@@ -101,16 +115,48 @@ async def _run(args: argparse.Namespace) -> int:
     if not bound:
         log.error("no runnable device in %s", devices_dir)
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_event()
     async with MapperRuntime(_make_bus(args), registry=registry) as runtime:
         applied = await runtime.apply(bound)
         log.info("running %d device(s); Ctrl-C to stop", len(applied.started))
         await stop.wait()
         log.info("stopping")
     return 0
+
+
+async def _run_dmi(args: argparse.Namespace) -> int:
+    """One protocol per process, devices from EdgeCore: KubeEdge's own deployment model."""
+    if not args.protocol:
+        raise ConfigError("--dmi needs --protocol NAME: EdgeCore routes devices by protocol")
+    try:
+        from mapper_sdk.dmi.link import DmiLink
+    except ImportError as exc:
+        raise ConfigError(
+            f"DMI needs the 'dmi' extra: pip install 'mapper-sdk[dmi]' ({exc})"
+        ) from exc
+    registry = Registry.from_entry_points()
+    link = DmiLink(
+        args.protocol,
+        registry=registry,
+        mapper_socket=args.mapper_socket,
+        edgecore_socket=args.dmi,
+    )
+    runtime = MapperRuntime(link, registry=registry)
+    link.attach(runtime)
+    stop = _stop_event()
+    async with runtime:
+        log.info("serving DMI for protocol %r; registering with %s", args.protocol, args.dmi)
+        await stop.wait()
+        log.info("stopping")
+    return 0
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

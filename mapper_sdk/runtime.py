@@ -70,6 +70,10 @@ class MapperRuntime:
         self.write_wait = write_wait
         self._running: dict[DeviceRef, _Running] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        # apply(), remove() and shutdown never interleave: a device started by a late apply
+        # could otherwise outlive the shutdown that already stopped the others.
+        self._lock = asyncio.Lock()
+        self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -85,8 +89,10 @@ class MapperRuntime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for ref in list(self._running):
-            await self.remove(ref)
+        async with self._lock:
+            self._closing = True
+            for ref in list(self._running):
+                await self._remove(ref)
         await self.bus.aclose()
         assert self._tasks is not None
         await self._tasks.__aexit__(exc_type, exc, tb)
@@ -107,11 +113,12 @@ class MapperRuntime:
         """Make the running set equal to ``devices``, touching only what changed."""
         result = ApplyResult()
         wanted = {device.ref: device for device in devices}
-        for ref in [r for r in self._running if r not in wanted]:
-            await self.remove(ref)
-            result.stopped.append(ref)
-        for device in wanted.values():
-            await self._apply_one(device, result)
+        async with self._lock:
+            for ref in [r for r in self._running if r not in wanted]:
+                await self._remove(ref)
+                result.stopped.append(ref)
+            for device in wanted.values():
+                await self._apply_one(device, result)
         return result
 
     async def _apply_one(self, device: BoundDevice, result: ApplyResult) -> None:
@@ -121,7 +128,7 @@ class MapperRuntime:
             if self._start(device, fingerprint, result):
                 result.started.append(device.ref)
         elif running.fingerprint != fingerprint:
-            await self.remove(device.ref)
+            await self._remove(device.ref)
             if self._start(device, fingerprint, result):
                 result.restarted.append(device.ref)
         elif self._desired_changed(running.supervisor.device, device):
@@ -148,7 +155,7 @@ class MapperRuntime:
         return self._start(device, device.fingerprint(), ApplyResult())
 
     def _start(self, device: BoundDevice, fingerprint: str, result: ApplyResult) -> bool:
-        if self._tasks is None:
+        if self._tasks is None or self._closing:
             raise MapperError("MapperRuntime is not running: use 'async with MapperRuntime(...)'")
         driver_cls = self.registry.get(device.protocol)
         if driver_cls is None:
@@ -164,6 +171,10 @@ class MapperRuntime:
 
     async def remove(self, ref: DeviceRef) -> bool:
         """Stop one device, close its driver and report it offline."""
+        async with self._lock:
+            return await self._remove(ref)
+
+    async def _remove(self, ref: DeviceRef) -> bool:
         running = self._running.pop(ref, None)
         if running is None:
             return False
