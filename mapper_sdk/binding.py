@@ -139,6 +139,20 @@ def cycle_ms(raw: int) -> tuple[int, str | None]:
     return raw, None
 
 
+_BOUNDS_CACHE: dict[tuple[str | None, str | None, str | None, str], values.Bounds] = {}
+
+
+def _bounds(prop: ModelProperty) -> values.Bounds:
+    """``values.parse_bounds`` memoised: thousands of devices share a few model properties."""
+    key = (prop.type, prop.minimum, prop.maximum, prop.name)
+    bounds = _BOUNDS_CACHE.get(key)
+    if bounds is None:
+        bounds = values.parse_bounds(prop)  # raises for bad bounds: those are never cached
+        if len(_BOUNDS_CACHE) < 4096:
+            _BOUNDS_CACHE[key] = bounds
+    return bounds
+
+
 def _pydantic_problems(exc: ValidationError, prefix: Path) -> list[BindProblem]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -205,7 +219,7 @@ class _Binder:
             return None
         ptype = model_prop.type or PropertyType.STRING
         try:
-            bounds = values.parse_bounds(model_prop)
+            bounds = _bounds(model_prop)
         except ValueConversionError as exc:
             model_index = self.model.spec.properties.index(model_prop)
             self.error(("spec", "properties", model_index), str(exc), in_model=True)
