@@ -262,6 +262,10 @@ class ModbusProtocolConfig(_ConfigData):
     always_multiple_write: bool = Field(False, alias="alwaysMultipleWrite")
     max_gap: int = Field(10, ge=0, le=124, alias="maxGap")
     max_gap_bits: int = Field(64, ge=0, le=1999, alias="maxGapBits")
+    verify_writes: bool = Field(False, alias="verifyWrites", description="read back every write")
+    max_in_flight: int = Field(
+        1, ge=1, le=16, alias="maxInFlight", description="TCP requests outstanding at once"
+    )
 
     @property
     def resolved_port(self) -> int:
@@ -283,6 +287,8 @@ class ModbusProtocolConfig(_ConfigData):
             raise ValueError(f"communicateMode {mode} needs serialName (the serial device path)")
         if not mode.is_serial and not self.ip:
             raise ValueError(f"communicateMode {mode} needs ip")
+        if mode.is_serial and self.max_in_flight != 1:
+            raise ValueError("maxInFlight must be 1: a serial bus carries one request at a time")
         tls_files = {"certFile": self.cert_file, "keyFile": self.key_file, "caFile": self.ca_file}
         for name, value in tls_files.items():
             _check_file_path(name, value)

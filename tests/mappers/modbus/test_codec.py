@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mapper_modbus.codec import (
     BlockDecoder,
     CodecError,
@@ -20,7 +21,6 @@ from mapper_modbus.codec import (
     slice_changed,
 )
 from mapper_modbus.config import ModbusVisitorConfig, ValueType
-
 from mapper_sdk.errors import DesiredValueError, ValueConversionError
 
 ORDERS_32 = ["ABCD", "BADC", "CDAB", "DCBA"]

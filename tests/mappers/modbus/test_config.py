@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from mapper_modbus.config import (
     ByteOrder,
     CommunicateMode,
@@ -20,7 +22,6 @@ from mapper_modbus.config import (
     ValueType,
     resolve_value_type,
 )
-from pydantic import ValidationError
 
 SAMPLES = (
     Path(__file__).resolve().parents[3] / ".." / "shared" / "conformance" / "kubeedge" / "samples"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from mapper_modbus.planner import (
     ReadItem,
     ReadPlan,
