@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=Path(".mapper-state"),
-        help="where the outbox and desired values are persisted (default: ./.mapper-state)",
+        help="where the outbox and desired values (MQTT) or the last known devices (DMI) are "
+        "persisted (default: ./.mapper-state)",
     )
     run.add_argument(
         "--confirm",
@@ -140,6 +141,7 @@ async def _run_dmi(args: argparse.Namespace) -> int:
         registry=registry,
         mapper_socket=args.mapper_socket,
         edgecore_socket=args.dmi,
+        state_dir=args.state_dir,
     )
     runtime = MapperRuntime(link, registry=registry)
     link.attach(runtime)

@@ -15,10 +15,15 @@ The link owns both directions of DMI (contract §4):
   out as ``ReportDeviceStatus`` (all twins of one device in one call) and
   ``ReportDeviceStates``, paced by a local token bucket and coalesced per device
   (``_pacing``), because EdgeCore's own bucket is shared by every mapper on the node.
+- **Edge autonomy.** Given a ``state_dir``, the link keeps "what EdgeCore wants" there
+  (``mapper_sdk._spec_store``), saved after every change EdgeCore made and before it is applied.
+  On start it runs that last known set at once, desired values included, so a mapper restarted
+  while EdgeCore or the cloud is unreachable keeps its devices working; when ``MapperRegister``
+  answers, the answer replaces the set and the runtime applies it as a diff, like any change.
 
 Use::
 
-    link = DmiLink("modbus", registry=registry)
+    link = DmiLink("modbus", registry=registry, state_dir="/var/lib/mapper")
     runtime = MapperRuntime(link, registry=registry)
     link.attach(runtime)  # the runtime is built with its bus, so it is attached afterwards
     async with runtime:
@@ -46,6 +51,7 @@ from google.protobuf.message import Message
 
 from mapper_sdk._backoff import Backoff
 from mapper_sdk._registry import Registry
+from mapper_sdk._spec_store import SpecStore
 from mapper_sdk._version import __version__
 from mapper_sdk.binding import BindProblem, BoundDevice, DeviceRef, bind
 from mapper_sdk.bus import DesiredHandler, TwinReport, TwinValue
@@ -123,6 +129,10 @@ class DmiStats:
     """Reports EdgeCore refused as invalid or unimplemented; never retried."""
     applies: int = 0
     last_apply: ApplyResult | None = field(default=None, repr=False)
+    restored_devices: int = 0
+    """Devices run from the state directory at start, before EdgeCore answered."""
+    saves: int = 0
+    save_errors: int = 0
 
 
 class DmiLink:
@@ -136,6 +146,9 @@ class DmiLink:
             ``/etc/kubeedge/<protocol>.sock``. A stale socket file there is replaced.
         edgecore_socket: EdgeCore's DMI socket; default ``/etc/kubeedge/dmi.sock``.
         settings: rates, timeouts and backoff.
+        state_dir: where the last known devices and models are kept for edge autonomy (file
+            ``specs-dmi-<protocol>.json``); ``None`` keeps nothing, and a restarted mapper
+            runs no device until EdgeCore answers.
     """
 
     def __init__(
@@ -146,6 +159,7 @@ class DmiLink:
         mapper_socket: str | os.PathLike[str] | None = None,
         edgecore_socket: str | os.PathLike[str] = DEFAULT_EDGECORE_SOCKET,
         settings: DmiSettings | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if not protocol:
             raise ValueError("a DMI mapper needs a protocol name: EdgeCore refuses an empty one")
@@ -155,6 +169,7 @@ class DmiLink:
         self.edgecore_socket = os.path.abspath(edgecore_socket)
         self.stats = DmiStats()
         self._registry = registry
+        self._store = SpecStore.in_dir(state_dir, f"dmi-{protocol}") if state_dir else None
         self._runtime: MapperRuntime | None = None
         self._on_desired: DesiredHandler | None = None
         # What EdgeCore wants: the devices (already merged with their models) and the models.
@@ -164,6 +179,9 @@ class DmiLink:
         self._logged: dict[DeviceRef, str] = {}  # the last problem logged per device, to log once
         self._generation = 0
         self._applied_generation = 0
+        self._saved_generation = 0
+        self._save_task: asyncio.Task[None] | None = None
+        self._save_failing = False
         self._dirty = asyncio.Event()
         self._applied = asyncio.Event()
         self._registered = asyncio.Event()
@@ -224,6 +242,7 @@ class DmiLink:
             raise EventBusError("DmiLink.attach(runtime) must be called before the runtime starts")
         # Desired values arrive inside UpdateDevice and reach the runtime through apply().
         self._on_desired = on_desired
+        await self._restore()
         await self._start_server()
         self._channel = grpc.aio.insecure_channel(
             f"unix:{self.edgecore_socket}", options=self._channel_options()
@@ -253,6 +272,7 @@ class DmiLink:
         """Stop serving and registering, flush what the rate allows, then disconnect."""
         deadline = asyncio.get_running_loop().time() + self.settings.close_timeout
         await _cancel(self._reconcile_task, self._register_task)
+        await self._save_unsaved()
         await self._stop_leftover_devices()
         if self._server is not None:
             await self._server.stop(grace=self.settings.close_timeout / 4)
@@ -405,7 +425,7 @@ class DmiLink:
 
     def _put_device(self, msg: pb.Device) -> DeviceRef:
         device = convert.device_from_dmi(msg)
-        ref = DeviceRef(device.metadata.namespace, device.metadata.name)
+        ref = _ref(device)
         self._devices[ref] = device
         self._changed()
         return ref
@@ -429,6 +449,9 @@ class DmiLink:
             await self._dirty.wait()
             self._dirty.clear()
             generation = self._generation
+            # Saved before it is applied: a change EdgeCore was told we took must survive a
+            # crash during a long apply.
+            await self._persist(generation)
             try:
                 self.stats.last_apply = await runtime.apply(self._bind_all())
                 self.stats.applies += 1
@@ -436,6 +459,70 @@ class DmiLink:
                 log.exception("applying the devices from EdgeCore failed")
             self._applied_generation = generation
             self._applied.set()
+
+    # -- edge autonomy: the wanted set <-> the state directory ---------------------------------
+
+    async def _restore(self) -> None:
+        """Take the last known set from the state directory, to run it until EdgeCore answers."""
+        if self._store is None:
+            return
+        specs = await asyncio.to_thread(self._store.load)
+        if specs is None:
+            return
+        self._models = {model.key: model for model in specs.models}
+        self._devices = {_ref(device): device for device in specs.devices}
+        self.stats.restored_devices = len(self._devices)
+        self._changed()
+        self._saved_generation = self._generation  # it is what the file holds
+        log.info(
+            "running the %d last known device(s) from %s until EdgeCore answers",
+            len(self._devices),
+            self._store.path,
+        )
+
+    async def _persist(self, generation: int) -> None:
+        """Save the wanted set as of ``generation`` unless that is already saved."""
+        if self._store is None or self._saved_generation >= generation:
+            return
+        if self._save_task is not None:
+            # One writer at a time, so an older set can never replace a newer one.
+            await asyncio.shield(self._save_task)
+        devices, models = list(self._devices.values()), list(self._models.values())
+        self._save_task = asyncio.create_task(self._save(self._store, generation, devices, models))
+        # Shielded: a cancelled reconcile must not leave the write half-known; aclose waits
+        # for it and saves what came after.
+        await asyncio.shield(self._save_task)
+
+    async def _save(
+        self, store: SpecStore, generation: int, devices: list[Device], models: list[DeviceModel]
+    ) -> None:
+        try:
+            # Off the event loop: encoding thousands of devices and fsync take a while, and
+            # EdgeCore's calls must keep getting answers meanwhile.
+            await asyncio.to_thread(store.save, devices, models)
+        except Exception as exc:  # the devices keep running; the next change tries again
+            self.stats.save_errors += 1
+            level = logging.DEBUG if self._save_failing else logging.ERROR
+            log.log(
+                level,
+                "cannot save the devices from EdgeCore to %s: %s",
+                store.path,
+                exc,
+                exc_info=not isinstance(exc, OSError),  # anything else is a bug: show where
+            )
+            self._save_failing = True
+            return
+        if self._save_failing:
+            log.info("the devices from EdgeCore are saved to %s again", store.path)
+        self._save_failing = False
+        self.stats.saves += 1
+        self._saved_generation = max(self._saved_generation, generation)
+
+    async def _save_unsaved(self) -> None:
+        """On close: finish a running save, then save a change the reconcile did not reach."""
+        if self._save_task is not None:
+            await asyncio.gather(self._save_task, return_exceptions=True)
+        await self._persist(self._generation)
 
     def _bind_all(self) -> list[BoundDevice]:
         bound = []
@@ -558,7 +645,7 @@ class DmiLink:
             except convert.DmiConversionError as exc:
                 log.error("device %s from EdgeCore is skipped: %s", convert.ref_of(msg), exc)
                 continue
-            devices[DeviceRef(device.metadata.namespace, device.metadata.name)] = device
+            devices[_ref(device)] = device
         self._models, self._devices = models, devices
         log.info(
             "registered with EdgeCore as %r: %d devices, %d models",
@@ -681,6 +768,10 @@ def _describe(ref: DeviceRef, problems: list[BindProblem], *, skipped: bool) -> 
         where = ("model " if p.in_model else "") + ".".join(map(str, p.path))
         parts.append(f"{where}: {p.message}" + (" (warning)" if p.severity != "error" else ""))
     return f"device {ref}: " + "; ".join(parts) + (" -- the device is skipped" if skipped else "")
+
+
+def _ref(device: Device) -> DeviceRef:
+    return DeviceRef(device.metadata.namespace, device.metadata.name)
 
 
 def _serialize(message: Message) -> bytes:
