@@ -179,10 +179,18 @@ def test_serial_settings_and_v1alpha2_serial_port() -> None:
         ({"communicateMode": "TLS", "keyFile": "-----BEGIN PRIVATE KEY-----", **TCP}, "file path"),
         ({"slaveId": 1, **TCP}, "did you mean 'slaveID'"),
         ({"password": "x", **TCP}, "unknown key 'password'"),
+        ({"communicateMode": "RTU", "serialName": "/dev/ttyS0", "maxInFlight": 2}, "maxInFlight"),
+        ({"maxInFlight": 0, **TCP}, "maxInFlight"),
     ],
 )
 def test_protocol_refusals(data: dict[str, Any], message: str) -> None:
     assert message in refused(ModbusProtocolConfig, data)
+
+
+def test_driver_options() -> None:
+    proto = protocol(verifyWrites=True, maxInFlight=4, **TCP)
+    assert (proto.verify_writes, proto.max_in_flight) == (True, 4)
+    assert (protocol(**TCP).verify_writes, protocol(**TCP).max_in_flight) == (False, 1)
 
 
 def test_tls_files_are_paths() -> None:
