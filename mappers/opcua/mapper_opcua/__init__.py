@@ -1,0 +1,1 @@
+"""OPC-UA driver for mapper-sdk (protocol name ``opcua``), built on asyncua."""

@@ -1,0 +1,153 @@
+"""Subscribed properties: monitored items, one subscription per publishing interval.
+
+Every data change becomes ``emit(point, value)`` as soon as its Publish response arrives. The
+subscriptions are created anew on every connect (the supervisor owns reconnection), followed by
+one batched Read of every subscribed node, so values that changed while the link was down are
+reported even by a server that sends no initial notification.
+
+Death is detected, not waited out: a lost link (asyncua's watchdog), a bad status-change
+notification (the server timed the subscription out, or asyncua informs of a shutdown) or no
+Publish response, not even a keep-alive, for three keep-alive periods all raise
+``DeviceConnectError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from asyncua import ua
+from asyncua.common.subscription import (
+    DataChangeEvent,
+    OverflowPolicy,
+    StatusChangeEvent,
+    Subscription,
+)
+
+from mapper_opcua._ua import AttributeIds
+from mapper_opcua.config import DeadbandType, OpcUaVisitorConfig
+from mapper_opcua.connection import Connection, guard
+from mapper_opcua.convert import from_data_value
+from mapper_sdk.binding import BoundProperty
+from mapper_sdk.driver import Emit
+from mapper_sdk.errors import DeviceConnectError
+
+__all__ = ["follow"]
+
+_QUEUE = 10_000
+"""Notifications buffered per subscription before the oldest are dropped."""
+_STALE_PERIODS = 3
+"""Keep-alive periods without any Publish response after which the subscription is dead."""
+
+ReadAll = Callable[[Sequence[BoundProperty]], Awaitable[None]]
+
+
+def _visitor(point: BoundProperty) -> OpcUaVisitorConfig:
+    assert isinstance(point.visitor, OpcUaVisitorConfig)
+    return point.visitor
+
+
+def _interval(point: BoundProperty) -> float:
+    return _visitor(point).publishing_interval or float(point.collect_cycle_ms)
+
+
+async def follow(
+    conn: Connection,
+    points: Sequence[tuple[BoundProperty, ua.NodeId]],
+    emit: Emit,
+    read_all: ReadAll,
+) -> None:
+    """Monitor ``points`` until cancelled or the link dies (then ``DeviceConnectError``)."""
+    groups: dict[float, list[tuple[BoundProperty, ua.NodeId]]] = {}
+    for point, node_id in points:
+        groups.setdefault(_interval(point), []).append((point, node_id))
+    subscriptions = []
+    with guard("create subscriptions"):
+        for interval, members in sorted(groups.items()):
+            sub = await _subscribe(conn, interval, members)
+            subscriptions.append((sub, {p.index + 1: p for p, _ in members}))
+    await read_all([p for p, _ in points])
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_watch_link(conn))
+        for sub, by_handle in subscriptions:
+            tg.create_task(_consume(sub, by_handle, emit))
+
+
+async def _subscribe(
+    conn: Connection, interval: float, members: Sequence[tuple[BoundProperty, ua.NodeId]]
+) -> Subscription:
+    keep_alive = max(1, math.ceil(conn.config.keep_alive_interval / interval))
+    params = ua.CreateSubscriptionParameters(
+        RequestedPublishingInterval=interval,
+        RequestedMaxKeepAliveCount=keep_alive,
+        RequestedLifetimeCount=keep_alive * 10,  # Part 4: at least three keep-alive counts
+        MaxNotificationsPerPublish=0,
+        PublishingEnabled=True,
+    )
+    sub = await conn.client.create_subscription(
+        params, None, queue_maxsize=_QUEUE, overflow=OverflowPolicy.DROP_OLDEST
+    )
+    requests = [_request(point, node_id, interval) for point, node_id in members]
+    step = conn.limits.monitored_items or len(requests)
+    for start in range(0, len(requests), step):
+        results = await sub.create_monitored_items(requests[start : start + step])
+        for result in results:
+            if isinstance(result, ua.StatusCode):
+                result.check()  # a node that cannot be monitored is a configuration error
+    return sub
+
+
+def _request(
+    point: BoundProperty, node_id: ua.NodeId, interval: float
+) -> ua.MonitoredItemCreateRequest:
+    visitor = _visitor(point)
+    parameters = ua.MonitoringParameters(
+        ClientHandle=point.index + 1,
+        SamplingInterval=interval
+        if visitor.sampling_interval is None
+        else visitor.sampling_interval,
+        QueueSize=visitor.queue_size,
+        DiscardOldest=True,
+    )
+    if visitor.deadband:
+        parameters.Filter = ua.DataChangeFilter(
+            Trigger=ua.DataChangeTrigger.StatusValue,
+            DeadbandType=2 if visitor.deadband_type is DeadbandType.PERCENT else 1,
+            DeadbandValue=visitor.deadband,
+        )
+    return ua.MonitoredItemCreateRequest(
+        ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.Value),
+        MonitoringMode=ua.MonitoringMode.Reporting,
+        RequestedParameters=parameters,
+    )
+
+
+async def _watch_link(conn: Connection) -> None:
+    await conn.lost.wait()
+    conn.check()
+
+
+async def _consume(sub: Subscription, by_handle: dict[int, BoundProperty], emit: Emit) -> None:
+    started = time.monotonic()
+    period = sub.parameters.RequestedPublishingInterval / 1000
+    period *= max(1, sub.parameters.RequestedMaxKeepAliveCount)
+    while True:
+        event = await sub.next_event(period)
+        if isinstance(event, DataChangeEvent):
+            point = by_handle.get(event.data.monitored_item.ClientHandle)
+            if point is not None:
+                emit(point, from_data_value(event.data.monitored_item.Value))
+        elif isinstance(event, StatusChangeEvent) and not event.notification.Status.is_good():
+            raise DeviceConnectError(f"subscription ended: {event.notification.Status.name}")
+        elif event is None:
+            _check_alive(sub, sub.last_publish_at or started, period)
+
+
+def _check_alive(sub: Subscription, last: float, keep_alive: float) -> None:
+    if time.monotonic() - last > _STALE_PERIODS * keep_alive:
+        raise DeviceConnectError(
+            f"subscription {sub.subscription_id} sent no keep-alive for "
+            f"{time.monotonic() - last:.1f} s"
+        )
