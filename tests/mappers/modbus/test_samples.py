@@ -28,8 +28,11 @@ def load(name: str) -> dict[str, Any]:
 
 
 def on_simulator(doc: dict[str, Any], port: int) -> Device:
-    """The sample Device, pointed at the local simulator."""
+    """The sample Device, pointed at the local simulator and polled every 100 ms (the first
+    poll of a 10 s cycle may come up to 10 s after the start, to spread devices out)."""
     doc["spec"]["protocol"]["configData"].update(ip=HOST, port=str(port), timeout=1000)
+    for prop in doc["spec"]["properties"]:
+        prop.update(collectCycle=100, reportCycle=100)
     return Device.model_validate(doc)
 
 
