@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mapper_opcua.driver import OpcUaDriver
+
 from mapper_sdk.binding import BoundDevice
 from mapper_sdk.models import Device, DeviceModel
 from mapper_sdk.testing import bind_or_raise, make_device, make_model, model_property

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-
 from mapper_opcua.driver import OpcUaDriver
+
 from mapper_sdk.binding import BoundProperty
 from mapper_sdk.driver import Value
 from mapper_sdk.errors import DriverError

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 from asyncua import ua
-
 from mapper_opcua.driver import OpcUaDriver
+
 from mapper_sdk.testing import ref_of, run_devices
 
 from .device import TICK, DeviceServer

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from asyncua import ua
-
 from mapper_opcua.driver import OpcUaDriver
+
 from mapper_sdk.binding import DeviceRef
 from mapper_sdk.bus import WriteStatus
 from mapper_sdk.driver import DeviceState
