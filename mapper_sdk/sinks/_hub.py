@@ -174,7 +174,7 @@ class SinkHub:
             targets, bad = targets_of(point, env=self.env, http_format=self.http_format)
             problems.extend(bad)
             for key, route in targets:
-                runner = self._acquire(key, ref, problems)
+                runner = self._acquire(key, ref, problems, point.name)
                 if runner is not None:
                     uses.add(key)
                     routes.setdefault(point.name, []).append((runner, route))
@@ -199,13 +199,15 @@ class SinkHub:
         for key in self._uses.pop(ref, set()):
             self._release(key, ref)
 
-    def _acquire(self, key: Hashable, ref: DeviceRef, problems: list[str]) -> SinkRunner | None:
+    def _acquire(
+        self, key: Hashable, ref: DeviceRef, problems: list[str], prop: str
+    ) -> SinkRunner | None:
         shared = self._shared.get(key)
         if shared is None:
             try:
                 sink = self.factory(key)
             except ConfigError as exc:
-                problems.append(str(exc))
+                problems.append(f"property {prop!r} pushMethod: {exc}")
                 return None
             runner = SinkRunner(sink, self.settings)
             runner.start()

@@ -83,6 +83,8 @@ class SinkRunner:
         self.stats = SinkStats()
         self._queue: deque[Sample] = deque()
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set after every batch leaves the queue for good
+        self._hurry = False  # a flush() is waiting: write partial batches at once
         self._closing = asyncio.Event()
         self._accepting = True
         self._in_flight: Sequence[Sample] = ()
@@ -127,6 +129,16 @@ class SinkRunner:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"sink {self.sink.name}"
             )
+
+    async def flush(self) -> None:
+        """Wait until everything offered so far has left the queue (written or dropped).
+
+        Waits as long as the sink is down: bound it with ``asyncio.timeout``."""
+        while (self._queue or self._in_flight) and self._task is not None:
+            self._progress.clear()
+            self._hurry = True  # no need to sit out max_delay: someone is waiting
+            self._wake.set()
+            await self._progress.wait()
 
     async def aclose(self, flush_within: float | None = None) -> None:
         """Flush for at most ``flush_within`` seconds (default ``settings.close_timeout``),
@@ -183,7 +195,7 @@ class SinkRunner:
             self._wake.clear()
             await self._wake.wait()
         deadline = loop.time() + settings.max_delay
-        while len(queue) < settings.max_batch and not self._closing.is_set():
+        while len(queue) < settings.max_batch and not (self._closing.is_set() or self._hurry):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -194,6 +206,8 @@ class SinkRunner:
         count = min(len(queue), settings.max_batch)
         batch = [queue.popleft() for _ in range(count)]
         self.stats.queued = len(queue)
+        if not queue:
+            self._hurry = False
         return batch
 
     async def _deliver(self, batch: list[Sample]) -> bool:
@@ -226,6 +240,7 @@ class SinkRunner:
     def _clear_in_flight(self) -> None:
         self._in_flight = ()
         self.stats.in_flight = 0
+        self._progress.set()
 
     def _put_back(self, batch: list[Sample]) -> None:
         # The batch is older than anything queued, so it goes back in front; if new samples

@@ -79,6 +79,7 @@ class RecordingSink:
 
     async def aclose(self) -> None:
         self.closed = True
+        self._changed.set()
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):

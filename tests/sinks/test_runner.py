@@ -233,3 +233,16 @@ async def test_close_cancels_a_hung_write_after_the_flush_deadline() -> None:
 def test_settings_refuse_an_empty_queue() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         RunnerSettings(max_queue=0)
+
+
+async def test_flush_waits_for_the_queue_without_sitting_out_max_delay() -> None:
+    sink = RecordingSink()
+    runner = SinkRunner(sink, RunnerSettings(max_batch=100, max_delay=60.0))
+    runner.start()
+    for i in range(3):
+        runner.offer(sample(i))
+    async with asyncio.timeout(5):
+        await runner.flush()
+    assert values(sink.samples) == [0, 1, 2]
+    assert runner.stats.queued == 0
+    await runner.aclose()
