@@ -59,6 +59,9 @@ class _Pending:
 LATENESS_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, math.inf)
 """Upper bounds of the tick-lateness histogram buckets, in milliseconds."""
 
+READ_RTT_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, math.inf)
+"""Upper bounds of the read round-trip-time histogram buckets, in milliseconds."""
+
 
 @dataclass(slots=True)
 class DeviceStats:
@@ -75,9 +78,18 @@ class DeviceStats:
     last_read_ms: float = 0.0
     lateness: list[int] = field(default_factory=lambda: [0] * len(LATENESS_BUCKETS_MS))
     """Tick starts per lateness bucket (see ``LATENESS_BUCKETS_MS``): the scheduler's jitter."""
+    read_rtt: list[int] = field(default_factory=lambda: [0] * len(READ_RTT_BUCKETS_MS))
+    """Successful driver reads per round-trip-time bucket (see ``READ_RTT_BUCKETS_MS``)."""
+    read_rtt_sum_ms: float = 0.0
 
     def record_lateness(self, late_ms: float) -> None:
         self.lateness[bisect.bisect_left(LATENESS_BUCKETS_MS, late_ms)] += 1
+
+    def record_read(self, rtt_ms: float) -> None:
+        self.reads += 1
+        self.last_read_ms = rtt_ms
+        self.read_rtt_sum_ms += rtt_ms
+        self.read_rtt[bisect.bisect_left(READ_RTT_BUCKETS_MS, rtt_ms)] += 1
 
 
 class DeviceSupervisor:
@@ -236,8 +248,7 @@ class DeviceSupervisor:
                     results = await driver.read(points)
             except TimeoutError as exc:
                 raise DriverError(f"read timed out after {self.settings.read_timeout} s") from exc
-        self.stats.reads += 1
-        self.stats.last_read_ms = (loop.time() - started) * 1000
+        self.stats.record_read((loop.time() - started) * 1000)
         if len(results) != len(points):
             raise DriverError(f"driver returned {len(results)} values for {len(points)} points")
         return results

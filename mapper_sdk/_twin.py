@@ -36,6 +36,7 @@ class PropertyState:
     text: str | None = None
     read_at_ms: int | None = None
     error: str | None = None
+    errors: int = 0  # failed reads and conversions of this property, for metrics
     reported_text: str | None = None
     reported_at: float | None = None
     desired: str | None = None
@@ -75,6 +76,7 @@ class TwinEngine:
             state = self.states[point.index]
             if isinstance(result, DriverError):
                 state.error = str(result) or type(result).__name__
+                state.errors += 1
                 continue
             # Unchanged raw value: skip the conversion, the text is the same as last time.
             if state.text is None or result != state.raw or type(result) is not type(state.raw):
@@ -82,6 +84,7 @@ class TwinEngine:
                     state.value, state.text = values.to_twin(result, point.type)
                 except ValueConversionError as exc:
                     state.error = str(exc)
+                    state.errors += 1
                     continue
                 state.raw = result
             state.read_at_ms, state.error = wall_ms, None

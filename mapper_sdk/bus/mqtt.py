@@ -37,7 +37,7 @@ import paho.mqtt.client as paho
 
 from mapper_sdk._backoff import Backoff
 from mapper_sdk._desired_store import DesiredStore
-from mapper_sdk._outbox import Entry, Outbox, OutboxError
+from mapper_sdk._outbox import Entry, Outbox, OutboxError, OutboxStats
 from mapper_sdk.binding import BoundDevice, DeviceRef
 from mapper_sdk.bus import DesiredChange, DesiredHandler, TwinReport, WriteResult, topics
 from mapper_sdk.bus import messages as msg
@@ -182,6 +182,10 @@ class MqttEventBus:
     def depth(self) -> tuple[int, int]:
         """Outbox rows and bytes not yet confirmed."""
         return self._outbox.depth() if self._outbox is not None else (0, 0)
+
+    def outbox_stats(self) -> OutboxStats | None:
+        """The outbox's counters (depth, drops by reason), once the bus has started."""
+        return self._outbox.stats() if self._outbox is not None else None
 
     # -- connection loop ------------------------------------------------------------------
 
