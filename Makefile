@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MAPPERS := $(patsubst %/pyproject.toml,%,$(wildcard mappers/*/pyproject.toml))
+# The gateway with its embedded MQTT broker (amqtt pins websockets, so it is an extra).
+GATEWAY := $(if $(wildcard gateway/pyproject.toml),gateway[embedded-broker])
 PROJECTS := pyproject.toml $(wildcard mappers/*/pyproject.toml) $(wildcard gateway/pyproject.toml)
 
 .PHONY: install run test lint bench system-deps clean
@@ -11,13 +13,13 @@ PROJECTS := pyproject.toml $(wildcard mappers/*/pyproject.toml) $(wildcard gatew
 $(STAMP): $(PROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' $(addprefix -e ,$(MAPPERS))
+	$(BIN)/python -m pip install -q -e '.[dev]' $(addprefix -e ,$(MAPPERS)) $(if $(GATEWAY),-e '$(GATEWAY)')
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: install
-	$(BIN)/mapper-sdk run --devices device_models/virtual
+	$(BIN)/mapper-gateway demo
 
 system-deps:
 	scripts/system-deps
@@ -28,7 +30,7 @@ test: install system-deps
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy mapper_sdk $(wildcard mappers/*/mapper_*)
+	$(BIN)/mypy mapper_sdk $(wildcard mappers/*/mapper_*) $(wildcard gateway/mapper_gateway)
 
 bench: install system-deps
 	$(BIN)/python benchmarks/run.py

@@ -1,0 +1,71 @@
+"""``create_app``: the FastAPI application over a started ``Gateway``.
+
+The application owns HTTP only: routes, the uniform error body ``{status, reason, message}``,
+the body size limit and the audit of refused writes that never reach a route. The gateway's
+lifecycle belongs to whoever created it (``__main__`` or a test), so the app has no lifespan
+of its own and can be served by uvicorn or driven by an in-process test client alike.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import Scope
+
+from mapper_gateway import __version__
+from mapper_gateway.api import ROUTERS
+from mapper_gateway.gateway import Gateway
+from mapper_gateway.limits import BodyLimit
+from mapper_gateway.metrics import make_registry
+from mapper_gateway.security import ApiError, Principal, audit
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="mapper-gateway",
+        version=__version__,
+        description="KubeEdge-compatible device gateway: devices, properties, writes, events.",
+    )
+    app.state.gateway = gateway
+    app.state.metrics = make_registry(gateway)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_middleware(
+        BodyLimit, max_bytes=gateway.settings.max_body_bytes, on_refused=_audit_refused
+    )
+    return app
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    where = ", ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in errors
+    )
+    if request.method in WRITE_METHODS:
+        who = getattr(request.state, "principal", None) or Principal(
+            "unchecked", _client(request.scope)
+        )
+        audit("write", who, "invalid", method=request.method, path=request.url.path, status=422)
+    body = {"status": "invalid", "reason": "validation", "message": where}
+    return JSONResponse(body, status_code=422)
+
+
+def _audit_refused(scope: Scope, status: int) -> None:
+    if scope["method"] in WRITE_METHODS:
+        who = Principal("unchecked", _client(scope))
+        result = "too_large" if status == 413 else "bad_request"
+        audit("write", who, result, method=scope["method"], path=scope["path"], status=status)
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"

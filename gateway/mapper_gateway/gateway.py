@@ -1,0 +1,265 @@
+"""``Gateway``: every part of the edge service, composed and started in order.
+
+Start order (``async with Gateway(settings) as gateway``): the embedded broker when no
+``mqtt_url`` is given, the bus stack (``TapBus`` -> ``RoutingBus`` -> MQTT event bus and one
+DMI link per protocol), the runtime, then the devices: the YAML directory is loaded in a
+worker thread while the API already answers ``/healthz``, and is watched for changes from
+then on. Stop order is the reverse. The API (``app.py``) only reads from a started gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, cast
+
+import orjson
+import watchfiles
+
+from mapper_gateway.broker import EmbeddedBroker
+from mapper_gateway.events import EventHub, TapBus
+from mapper_gateway.files import DeviceFiles
+from mapper_gateway.routing import RoutingBus
+from mapper_gateway.security import ApiToken, FailureLimiter, Guard
+from mapper_gateway.settings import GatewaySettings
+from mapper_gateway.sources import DeviceSources
+from mapper_sdk import BoundDevice, ConfigError, EventBus, MapperRuntime, Registry
+from mapper_sdk.bus.mqtt import MqttEventBus
+from mapper_sdk.bus.mqtt_settings import ConfirmMode, MqttSettings
+from mapper_sdk.bus.topics import IdStyle
+
+if TYPE_CHECKING:
+    from mapper_sdk.dmi.link import DmiLink
+
+log = logging.getLogger("mapper_gateway")
+
+FILES = "files"
+WATCH_DEBOUNCE_MS = 200  # groups an editor's write-rename-chmod into one reload
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, *, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else Registry.from_entry_points()
+        self.events = EventHub(settings.events_queue)
+        self.token, self.generated_token = ApiToken.resolve(settings)
+        limiter = FailureLimiter(settings.auth_max_failures, settings.auth_block_seconds)
+        self.guard = Guard(self.token, limiter, loopback_only=settings.loopback_only)
+        self.files = DeviceFiles(settings.devices, self.registry) if settings.devices else None
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttEventBus | None = None
+        self.links: dict[str, DmiLink] = {}
+        self.runtime: MapperRuntime | None = None
+        self.sources: DeviceSources | None = None
+        self.members: set[str] | None = None
+        self.started_at = time.time()
+        self.reloads = 0
+        self._loaded = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        if self.files is not None and not self.files.directory.is_dir():
+            raise ConfigError(f"--devices {self.settings.devices}: not a directory")
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        mqtt_url = self.settings.mqtt_url
+        if mqtt_url is None:
+            self.broker = EmbeddedBroker(port=self.settings.broker_port)
+            await self.broker.start()
+            self._stack.push_async_callback(self.broker.stop)
+            mqtt_url = self.broker.url
+        if mqtt_url != "off":
+            self.mqtt = self._mqtt_bus(mqtt_url)
+        self.members = self._load_members() if self.settings.membership else None
+        runtime = MapperRuntime(TapBus(self._router(), self.events), registry=self.registry)
+        self.runtime = runtime
+        assert self.sources is not None
+        self.sources.attach(runtime)
+        await self._stack.enter_async_context(runtime)
+        self._tasks.append(asyncio.create_task(self._load_and_watch(), name="devices directory"))
+
+    def _mqtt_bus(self, url: str) -> MqttEventBus:
+        settings = MqttSettings.from_url(
+            url,
+            node=self.settings.node,
+            id_style=IdStyle(self.settings.id_style.value),
+            confirm=ConfirmMode.AUTO,
+            client_id=f"mapper-gateway-{self.settings.node}",
+        ).with_env_credentials()
+        return MqttEventBus(
+            settings, state_dir=self.settings.state_dir, on_membership=self._membership_changed
+        )
+
+    def _router(self) -> RoutingBus:
+        sources = DeviceSources()
+        self.sources = sources
+        sources.register(FILES)  # local files win over EdgeCore for the same device
+        owned: dict[str, EventBus] = {}
+        if self.settings.dmi:
+            for protocol in self._dmi_protocols():
+                link = self._dmi_link(protocol)
+                # The link calls apply/remove on what it is attached to: a view scoped to
+                # its own devices, so it cannot stop the YAML devices or another link's.
+                link.attach(cast(MapperRuntime, sources.view(f"dmi:{protocol}")))
+                self.links[protocol] = link
+                owned[f"dmi:{protocol}"] = link
+        broadcast: list[EventBus] = [self.mqtt] if self.mqtt is not None else []
+        return RoutingBus(broadcast, owned, sources.owner.get)
+
+    def _dmi_protocols(self) -> list[str]:
+        wanted = self.settings.dmi_protocols or self.registry.names()
+        return [p for p in wanted if self.registry.get(p) is not None]
+
+    def _dmi_link(self, protocol: str) -> DmiLink:
+        try:
+            from mapper_sdk.dmi.link import DmiLink
+        except ImportError as exc:
+            raise ConfigError(
+                f"--dmi needs the 'dmi' extra: pip install 'mapper-gateway[dmi]' ({exc})"
+            ) from exc
+        assert self.settings.dmi is not None
+        return DmiLink(
+            protocol,
+            registry=self.registry,
+            mapper_socket=self.settings.dmi_socket_dir / f"{protocol}.sock",
+            edgecore_socket=self.settings.dmi,
+            state_dir=self.settings.state_dir,
+        )
+
+    # -- the devices directory ---------------------------------------------------------------
+
+    async def _load_and_watch(self) -> None:
+        files = self.files
+        if files is None:
+            self._loaded.set()
+            return
+        # In a worker thread: 10,000 files take seconds, and /healthz must answer meanwhile.
+        await asyncio.to_thread(files.load_all)
+        self._log_problems(files, set(files.files))
+        await self._apply_files()
+        self._loaded.set()
+        async for _ in watchfiles.awatch(
+            files.directory, debounce=WATCH_DEBOUNCE_MS, step=50, recursive=True
+        ):
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Load what changed in the devices directory and apply it (also called by tests)."""
+        files = self.files
+        if files is None:
+            return
+        changed = files.refresh()  # in the loop: a few files take milliseconds
+        if not changed:
+            return
+        self.reloads += 1
+        self._log_problems(files, changed)
+        await self._apply_files()
+
+    async def _apply_files(self) -> None:
+        assert self.files is not None
+        assert self.sources is not None
+        devices = [d for d in self.files.devices if self._is_member(d)]
+        result = await self.sources.replace(FILES, devices)
+        log.info(
+            "devices: %d started, %d restarted, %d updated, %d stopped, %d unchanged%s",
+            len(result.started),
+            len(result.restarted),
+            len(result.updated),
+            len(result.stopped),
+            len(result.unchanged),
+            f", {len(result.failed)} failed" if result.failed else "",
+        )
+
+    def _log_problems(self, files: DeviceFiles, changed: set[str]) -> None:
+        rejected = set(files.rejected())
+        for problem in files.problems:
+            if problem.file not in changed:
+                continue
+            level = logging.ERROR if problem.severity == "error" else logging.WARNING
+            log.log(level, "%s", problem)
+        for file in sorted(rejected & changed):
+            kept = (
+                "its last good version keeps running"
+                if files.files[file].good
+                else "nothing from it runs"
+            )
+            log.error("%s has errors: %s", file, kept)
+
+    async def wait_loaded(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            await self._loaded.wait()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
+    # -- membership (legacy EdgeCore over MQTT) ---------------------------------------------
+
+    def _is_member(self, device: BoundDevice) -> bool:
+        members = self.members
+        return members is None or device.ref.id in members or device.ref.name in members
+
+    def _members_file(self) -> Path:
+        return self.settings.state_dir / "membership.json"
+
+    def _load_members(self) -> set[str]:
+        # Edge autonomy: the last list EdgeCore sent runs until it answers again.
+        with contextlib.suppress(OSError, ValueError):
+            return set(orjson.loads(self._members_file().read_bytes()))
+        return set()
+
+    def _membership_changed(self, added: list[str], removed: list[str]) -> None:
+        if self.members is None or self.mqtt is None:
+            return
+        self.members = set(self.mqtt.membership)
+        log.info("membership of %s: +%d -%d devices", self.settings.node, len(added), len(removed))
+        with contextlib.suppress(OSError):
+            self._members_file().write_bytes(orjson.dumps(sorted(self.members)))
+        if self.files is not None and self.loaded:
+            task = asyncio.get_running_loop().create_task(self._apply_files())
+            self._tasks.append(task)
+
+    # -- state, for the API ------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        """Why the gateway is not ready; empty when it is."""
+        waiting = []
+        if not self.loaded:
+            waiting.append("devices are still loading")
+        if self.mqtt is not None and not self.mqtt.connected:
+            waiting.append(f"MQTT broker {self.mqtt.settings.url} is not connected")
+        for protocol, link in self.links.items():
+            if not link.registered:
+                waiting.append(f"DMI link {protocol!r} is not registered with EdgeCore")
+        return waiting
+
+    def require_runtime(self) -> MapperRuntime:
+        if self.runtime is None:
+            raise RuntimeError("the gateway is not started")
+        return self.runtime
