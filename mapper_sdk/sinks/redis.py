@@ -73,6 +73,8 @@ class RedisSink:
     def __init__(self, settings: RedisSettings) -> None:
         self._redis_mod = require("redis.asyncio", "redis")
         self._errors = require("redis.exceptions", "redis")
+        retry = require("redis.asyncio.retry", "redis")
+        backoff = require("redis.backoff", "redis")
         self.settings = settings
         self.name = f"redis {settings.host}:{settings.port}/{settings.db}"
         s = settings
@@ -84,6 +86,9 @@ class RedisSink:
             max_connections=s.pool_size or None,
             socket_timeout=TIMEOUT,
             socket_connect_timeout=TIMEOUT,
+            # One attempt per call: SinkRunner owns retries (redis-py's own default backs off
+            # for seconds inside a single write, holding up close and the error report).
+            retry=retry.Retry(backoff.NoBackoff(), 0),
         )
 
     async def open(self) -> None:
