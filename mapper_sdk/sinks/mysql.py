@@ -30,6 +30,8 @@ from mapper_sdk.models.device import MysqlClientConfig
 from mapper_sdk.sinks._base import Sample, SinkError, SinkRejected, require, secret, split_host_port
 
 TIMEOUT = 5
+NO_SUCH_TABLE = 1146
+"""ER_NO_SUCH_TABLE: someone dropped the table; the retry creates it again."""
 MAX_IDENTIFIER = 64
 
 
@@ -117,6 +119,9 @@ class MysqlSink:
                 connect_timeout=TIMEOUT,
                 charset="utf8mb4",
                 pool_recycle=3600,
+                # "Table already exists" from CREATE TABLE IF NOT EXISTS is a note; aiomysql
+                # would turn it into a Python warning in the host application.
+                init_command="SET SESSION sql_notes = 0",
             )
         except Exception as exc:
             raise self._error(exc) from exc
@@ -152,8 +157,13 @@ class MysqlSink:
     def _error(self, exc: Exception) -> SinkError:
         errors = self._errors
         text = f"{self.name}: {type(exc).__name__}: {exc}"
-        if isinstance(exc, errors.MySQLError) and not isinstance(
-            exc, errors.OperationalError | errors.InterfaceError | errors.InternalError
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        if (
+            isinstance(exc, errors.MySQLError)
+            and not isinstance(
+                exc, errors.OperationalError | errors.InterfaceError | errors.InternalError
+            )
+            and code != NO_SUCH_TABLE
         ):
             # Data and syntax errors (ProgrammingError, DataError, IntegrityError): the batch
             # itself is bad, retrying it cannot help.
