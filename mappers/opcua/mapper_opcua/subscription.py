@@ -69,10 +69,14 @@ async def follow(
             sub = await _subscribe(conn, interval, members)
             subscriptions.append((sub, {p.index + 1: p for p, _ in members}))
     await read_all([p for p, _ in points])
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(_watch_link(conn))
-        for sub, by_handle in subscriptions:
-            tg.create_task(_consume(sub, by_handle, emit))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_watch_link(conn))
+            for sub, by_handle in subscriptions:
+                tg.create_task(_consume(sub, by_handle, emit))
+    except BaseExceptionGroup as group:
+        # The first failure took its siblings down: surface it, not the group.
+        raise group.exceptions[0] from None
 
 
 async def _subscribe(
@@ -133,16 +137,23 @@ async def _consume(sub: Subscription, by_handle: dict[int, BoundProperty], emit:
     started = time.monotonic()
     period = sub.parameters.RequestedPublishingInterval / 1000
     period *= max(1, sub.parameters.RequestedMaxKeepAliveCount)
+    events = aiter(sub)
     while True:
-        event = await sub.next_event(period)
+        # Not Subscription.next_event: its wait_for can swallow a cancellation on 3.11.
+        try:
+            async with asyncio.timeout(period):
+                event = await anext(events)
+        except TimeoutError:
+            _check_alive(sub, sub.last_publish_at or started, period)
+            continue
+        except StopAsyncIteration:
+            raise DeviceConnectError(f"subscription {sub.subscription_id} was deleted") from None
         if isinstance(event, DataChangeEvent):
             point = by_handle.get(event.data.monitored_item.ClientHandle)
             if point is not None:
                 emit(point, from_data_value(event.data.monitored_item.Value))
         elif isinstance(event, StatusChangeEvent) and not event.notification.Status.is_good():
             raise DeviceConnectError(f"subscription ended: {event.notification.Status.name}")
-        elif event is None:
-            _check_alive(sub, sub.last_publish_at or started, period)
 
 
 def _check_alive(sub: Subscription, last: float, keep_alive: float) -> None:

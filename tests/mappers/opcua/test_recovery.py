@@ -1,0 +1,115 @@
+"""Recovery: server restarts and dead links are detected, reconnected and leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from asyncua import ua
+from mapper_opcua.driver import OpcUaDriver
+
+from mapper_sdk.driver import DeviceState
+from mapper_sdk.testing import ref_of, run_devices
+
+from .device import DeviceServer
+from .kit import opcua_device
+from .proxy import Proxy
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+RESTARTS = 20
+
+
+def _props(server: DeviceServer) -> dict[str, tuple[str, str, dict[str, object]]]:
+    subscribed = {"mode": "subscribe", "publishingInterval": 50.0}
+    return {
+        "level": ("DOUBLE", "ReadOnly", {"nodeID": server.node_id("level"), **subscribed}),
+        "small": ("INT", "ReadOnly", {"nodeID": server.node_id("small")}),
+    }
+
+
+def _client_tasks() -> int:
+    """Tasks of this process that are not the test server's own."""
+    count = 0
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        filename = code.co_filename if code is not None else ""
+        if "asyncua/server" not in filename and "tests/mappers/opcua" not in filename:
+            count += 1
+    return count
+
+
+def _sockets() -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in os.listdir(fds):
+        try:
+            count += os.readlink(fds / fd).startswith("socket:")
+        except OSError:
+            continue  # closed while listing
+    return count
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Poll ``condition`` (task and socket counts change without any publish to wait on)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+async def test_restart_during_a_subscription_reports_what_changed_meanwhile(
+    device: DeviceServer,
+) -> None:
+    dev, model = opcua_device("restarted", _props(device), {"url": device.url})
+    ref = ref_of(dev)
+    await device.set("level", 1.0, ua.VariantType.Double)
+    async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "1.0")
+        await device.restart(
+            while_down=[("level", 2.5, ua.VariantType.Double), ("small", 321, ua.VariantType.Int16)]
+        )
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "2.5", timeout=10)
+        await bus.wait_for(lambda: bus.latest(ref, "small") == "321", timeout=10)
+        supervisor = rt.supervisor(ref)
+        assert supervisor is not None
+        assert supervisor.stats.connects == 2
+        assert DeviceState.OFFLINE in [s for r, s, _ in bus.states if r == ref]
+
+
+async def test_a_blackholed_link_is_detected_by_keep_alive(device: DeviceServer) -> None:
+    async with Proxy(int(device.url.rsplit(":", 1)[1])) as proxy:
+        config = {"url": proxy.url, "keepAliveInterval": 300.0, "timeout": 1000.0}
+        dev, model = opcua_device("blackholed", _props(device), config, collect_cycle_ms=10_000)
+        ref = ref_of(dev)
+        await device.set("level", 5.0, ua.VariantType.Double)
+        async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (_, bus):
+            await bus.wait_for(lambda: bus.latest(ref, "level") == "5.0")
+            proxy.blackholed = True  # no FIN, no RST: only the keep-alive can tell
+            await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.OFFLINE, timeout=5)
+            await device.set("level", 6.0, ua.VariantType.Double)
+            proxy.blackholed = False
+            await bus.wait_for(lambda: bus.latest(ref, "level") == "6.0", timeout=10)
+
+
+async def test_twenty_restarts_leak_no_task_and_no_socket(device: DeviceServer) -> None:
+    dev, model = opcua_device("restart-loop", _props(device), {"url": device.url})
+    ref = ref_of(dev)
+    await device.set("level", 0.0, ua.VariantType.Double)
+    loop = asyncio.get_running_loop()
+    async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "0.0")
+        tasks, sockets = _client_tasks(), _sockets()
+        slowest = 0.0
+        for n in range(1, RESTARTS + 1):
+            await device.restart(while_down=[("level", float(n), ua.VariantType.Double)])
+            started = loop.time()
+            await bus.wait_for(lambda n=n: bus.latest(ref, "level") == f"{n}.0", timeout=10)
+            slowest = max(slowest, loop.time() - started)
+        supervisor = rt.supervisor(ref)
+        assert supervisor is not None
+        assert supervisor.stats.connects == RESTARTS + 1
+        await _eventually(lambda: (_client_tasks(), _sockets()) == (tasks, sockets))
+    assert slowest < 3.0  # D8: subscriptions back within 3 s of each restart
