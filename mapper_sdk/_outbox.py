@@ -188,6 +188,9 @@ _SIZE_OF_IDS: Final = (
 )
 _DELETE_IDS: Final = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
 _RELEASE_IDS: Final = "UPDATE outbox SET inflight = 0 WHERE id IN (SELECT value FROM json_each(?))"
+_UNCOUNT_IDS: Final = (
+    "UPDATE outbox SET attempts = max(0, attempts - 1) WHERE id IN (SELECT value FROM json_each(?))"
+)
 
 
 class OutboxError(EventBusError):
@@ -530,20 +533,28 @@ class Outbox:
             tx.confirmed = self._delete_ids(conn, tx, batch, None)
         return tx.confirmed
 
-    def release(self, ids: Iterable[int]) -> int:
+    def release(self, ids: Iterable[int], *, count_attempt: bool = True) -> int:
         """These entries were not delivered: hand them out again (in id order). Returns how
-        many were in flight."""
+        many were in flight.
+
+        ``count_attempt=False`` takes back the attempt their hand-out counted: for failures
+        that are not the entry's fault (the link dropped, the receiver is absent), so only a
+        message the receiver keeps refusing is ever parked as poison.
+        """
         batch = [i for i in set(ids) if i in self._inflight]
         if not batch:
             return 0
         with self._transaction() as (conn, tx):
             conn.execute(_RELEASE_IDS, (_json_ids(batch),))
+            if not count_attempt:
+                conn.execute(_UNCOUNT_IDS, (_json_ids(batch),))
             tx.settled.extend(batch)
         return len(batch)
 
     def requeue_inflight(self) -> int:
-        """After a reconnect: everything in flight is handed out again. Returns the count."""
-        return self.release(list(self._inflight))
+        """After a reconnect: everything in flight is handed out again, without counting an
+        attempt (a dropped link is not the messages' fault). Returns the count."""
+        return self.release(list(self._inflight), count_attempt=False)
 
     def park(self, ids: Iterable[int], reason: str) -> int:
         """Take entries out of delivery for good (e.g. refused by the receiver), with a reason."""

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -94,9 +95,11 @@ class MqttEventBus:
         self._by_name: dict[str, DeviceRef] = {}
         self._staged: list[Entry] = []
         self._confirmed: list[int] = []
+        self._sent_ids: set[int] = set()  # sent and not yet confirmed, to count resends
         self._inflight: dict[int, Entry] = {}  # MQTT mid -> entry awaiting PUBACK
         self._awaiting: dict[str, tuple[Entry, float]] = {}  # event_id -> (entry, deadline)
         self._edgecore_answers = False
+        self._last_result = -math.inf  # monotonic time of EdgeCore's last result
         self._conn: PahoConnection | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set on every state change, for wait_for
@@ -322,7 +325,10 @@ class MqttEventBus:
                 return
             self._inflight[mid] = entry
             self.stats.published += 1
-            self.stats.resent += entry.attempts > 1
+            if entry.id in self._sent_ids:
+                self.stats.resent += 1
+            elif len(self._sent_ids) < 1_000_000:  # bounded: beyond, resends go uncounted
+                self._sent_ids.add(entry.id)
 
     def _on_published(self, mid: int) -> None:
         entry = self._inflight.pop(mid, None)
@@ -344,6 +350,7 @@ class MqttEventBus:
 
     def _confirm(self, entry: Entry) -> None:
         self._confirmed.append(entry.id)
+        self._sent_ids.discard(entry.id)
         self.stats.confirmed += 1
 
     def _expire_results(self) -> None:
@@ -351,9 +358,12 @@ class MqttEventBus:
             return
         now = time.monotonic()
         late = [eid for eid, (_, deadline) in self._awaiting.items() if deadline <= now]
+        # A missing answer counts against the message only if EdgeCore answered others
+        # meanwhile; when it is silent altogether (restarting, unsubscribed) nothing is poison.
+        edgecore_alive = now - self._last_result < self.settings.result_timeout
         for event_id in late:
             entry, _ = self._awaiting.pop(event_id)
-            self._outbox.release([entry.id])  # sent again; the outbox parks it after N tries
+            self._outbox.release([entry.id], count_attempt=edgecore_alive)
 
     # -- incoming -------------------------------------------------------------------------
 
@@ -377,15 +387,18 @@ class MqttEventBus:
             self._dispatch_node(topic, payload)
             return
         parsed = topics.parse_device_topic(topic, self.settings.id_style)
+        suffix = parsed.suffix
+        if suffix is topics.DeviceSuffix.TWIN_UPDATE_RESULT:
+            # Matched by event_id, not by device: reports of a device removed meanwhile still
+            # have to leave the outbox.
+            device = topics.device_id(parsed.namespace, parsed.name, self.settings.id_style)
+            result = msg.parse_twin_update_result(payload, max_size=self.settings.max_payload)
+            self._handle_result(device, result)
+            return
         ref = self._resolve(parsed.namespace, parsed.name)
         if ref is None:
             return  # another mapper's device: the filters are wildcards
-        suffix = parsed.suffix
-        if suffix is topics.DeviceSuffix.TWIN_UPDATE_RESULT:
-            self._handle_result(
-                ref, msg.parse_twin_update_result(payload, max_size=self.settings.max_payload)
-            )
-        elif suffix is topics.DeviceSuffix.TWIN_UPDATE_DELTA:
+        if suffix is topics.DeviceSuffix.TWIN_UPDATE_DELTA:
             delta = msg.parse_twin_delta(payload, max_size=self.settings.max_payload)
             for name, value in delta.delta.items():
                 twin = delta.twin.get(name)
@@ -413,12 +426,13 @@ class MqttEventBus:
         if self._on_membership is not None and (added or removed):
             self._on_membership(added, removed)
 
-    def _handle_result(self, ref: DeviceRef, result: msg.TwinUpdateResult) -> None:
+    def _handle_result(self, device: str, result: msg.TwinUpdateResult) -> None:
         self._edgecore_answers = True
+        self._last_result = time.monotonic()
         waiting = self._awaiting.pop(result.event_id, None)
         if not result.ok:
             self._reject(
-                f"edgecore_{result.code}", f"EdgeCore refused a report of {ref}: {result.reason}"
+                f"edgecore_{result.code}", f"EdgeCore refused a report of {device}: {result.reason}"
             )
         if waiting is not None:
             # A 4xx will not succeed on a resend: it is counted and logged, and leaves too.
