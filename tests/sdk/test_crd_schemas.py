@@ -145,10 +145,12 @@ def test_strict_schema_catches_a_misspelt_field() -> None:
     ]
 
 
-def test_samples_bind_with_the_virtual_driver() -> None:
-    virtual = pytest.importorskip("mapper_sdk.virtual")
+def test_samples_bind_with_their_protocols_driver() -> None:
+    """Every sample device binds cleanly with the installed driver of its protocol."""
+    from mapper_sdk._registry import Registry
     from mapper_sdk.binding import bind
 
+    registry = Registry.from_entry_points()
     docs = [d for p in SAMPLE_FILES for d in _documents(p)]
     models = {
         (m.metadata.namespace, m.metadata.name): m
@@ -158,8 +160,10 @@ def test_samples_bind_with_the_virtual_driver() -> None:
     assert devices
     for device in devices:
         assert device.spec.node_name == "edge-node"
-        bound, problems = bind(device, models[device.model_key], virtual.VirtualDriver)
-        assert problems == []
+        driver = registry.get(device.spec.protocol.protocol_name)
+        assert driver is not None, registry.why_unavailable(device.spec.protocol.protocol_name)
+        bound, problems = bind(device, models[device.model_key], driver)
+        assert problems == [], f"{device.id}: {problems}"
         assert bound is not None
 
 
