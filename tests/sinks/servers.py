@@ -56,6 +56,8 @@ class FakeHttpServer:
     respond: Responder = field(default=lambda request: Response())
     requests: list[Request] = field(default_factory=list)
     port: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    """Assertions that failed in ``respond``; re-raised when the server exits."""
     _server: asyncio.Server | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -75,6 +77,8 @@ class FakeHttpServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1.0):
                 await self._server.wait_closed()
+        if self.errors:
+            raise self.errors[0]
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Request]:  # noqa: ASYNC109
         """Wait until ``count`` requests were recorded; return them all."""
@@ -92,8 +96,12 @@ class FakeHttpServer:
                     return
                 self.requests.append(request)
                 self._changed.set()
-                answer = self.respond(request)
-                response = answer if isinstance(answer, Response) else await answer
+                try:
+                    answer = self.respond(request)
+                    response = answer if isinstance(answer, Response) else await answer
+                except AssertionError as exc:
+                    self.errors.append(exc)
+                    response = Response(500, str(exc).encode())
                 if response.delay:
                     await asyncio.sleep(response.delay)
                 reason = _REASONS.get(response.status, "Status")
