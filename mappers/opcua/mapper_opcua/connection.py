@@ -226,7 +226,14 @@ class Connection:
 
 async def _trust_store(directory: str) -> TrustStore:
     store = TrustStore([Path(directory)], [])
-    await store.load()
+    try:
+        await store.load()
+    except ValueError as exc:  # cryptography refuses an empty store
+        raise DeviceConnectError(
+            f"the server certificate is untrusted: trust store {directory} holds no certificate"
+        ) from exc
+    except OSError as exc:
+        raise DeviceConnectError(f"cannot read trust store {directory}: {exc}") from exc
     return store
 
 

@@ -72,10 +72,10 @@ class DeviceServer:
         return self.nodes[name].nodeid.to_string()
 
     @classmethod
-    async def start(cls, configure: Any = None) -> DeviceServer:
+    async def start(cls, configure: Any = None, user_manager: Any = None) -> DeviceServer:
         """A started server on a free port; ``configure(server)`` runs before it listens."""
         logging.getLogger("asyncua").setLevel(logging.WARNING)
-        server = Server()
+        server = Server(user_manager=user_manager)
         await server.init()
         server.set_endpoint("opc.tcp://127.0.0.1:0")
         if configure is not None:
