@@ -88,6 +88,13 @@ class RecordingSink:
                 await self._changed.wait()
 
 
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Poll ``condition`` until it holds, for state that signals nothing (runner stats)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (nothing to wait on but the clock)
+            await asyncio.sleep(0.01)
+
+
 def failing(n: int, message: str = "server down") -> list[BaseException]:
     return [SinkError(message) for _ in range(n)]
 

@@ -201,7 +201,7 @@ async def test_open_is_retried_until_it_succeeds() -> None:
 
 async def test_close_gives_up_on_a_dead_sink_and_counts_the_rest() -> None:
     sink = RecordingSink()
-    sink.fail = failing(10**6)
+    sink.fail = failing(1000)
     runner = SinkRunner(sink, RunnerSettings(max_batch=2, max_delay=0.0, backoff_base=30.0,
                                              backoff_cap=30.0, close_timeout=5.0))  # fmt: skip
     runner.start()
