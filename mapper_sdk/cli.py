@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub.add_parser("version", help="print the version and the installed drivers")
+    opcua = sub.add_parser("opcua", help="OPC-UA tools: browse URL (needs mapper-sdk-opcua)")
+    opcua.add_argument("tool", choices=["browse"])
+    opcua.add_argument("args", nargs=argparse.REMAINDER, help="see: mapper-sdk opcua browse -h")
     return parser
 
 
@@ -81,6 +84,15 @@ def _validate(paths: Sequence[Path], strict: bool) -> int:
     warnings = len(problems) - errors
     print(f"{errors} error(s), {warnings} warning(s)")
     return 1 if errors or (strict and warnings) else 0
+
+
+def _opcua(argv: list[str]) -> int:
+    try:  # the tool lives in the OPC-UA driver's distribution, imported only when asked for
+        from mapper_opcua.browse import main as browse
+    except ImportError as exc:
+        print(f"mapper-sdk opcua needs the OPC-UA driver: pip install mapper-sdk-opcua ({exc})")
+        return 2
+    return browse(argv)
 
 
 def _make_bus(args: argparse.Namespace) -> EventBus:
@@ -169,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "validate":
         return _validate(args.paths, args.strict)
+    if args.command == "opcua":
+        return _opcua(args.args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
