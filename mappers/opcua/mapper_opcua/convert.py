@@ -99,7 +99,7 @@ def from_data_value(dv: ua.DataValue) -> Value | DriverError:
     status = dv.StatusCode
     if status is not None and status.is_bad():
         return DeviceProtocolError(f"the server answered {status.name}")
-    if dv.Value is None:
+    if dv.Value is None or dv.Value.Value is None:
         return DriverError("the node has no value (null)")
     return from_variant_value(dv.Value.Value)
 
