@@ -19,12 +19,14 @@ PROFILES = {
         ["bench_runtime.py", "--devices", "1000", "--props", "10", "--seconds", "60"],
         ["bench_footprint.py", "--rounds", "3"],
         ["bench_outbox.py"],
+        ["bench_gateway.py", "--sizes", "1000", "10000"],
     ],
     "quick": [
         ["bench_load.py", "--count", "1000"],
         ["bench_runtime.py", "--devices", "200", "--props", "10", "--seconds", "10"],
         ["bench_footprint.py", "--rounds", "1"],
         ["bench_outbox.py"],
+        ["bench_gateway.py", "--sizes", "1000", "--settle", "3", "--rounds", "500"],
     ],
 }
 

@@ -1,0 +1,253 @@
+"""Gateway benchmark: memory, cold start-up and REST read latency of ``mapper-gateway run``.
+
+For each size (1,000 and 10,000 virtual devices, 10 properties each, read every second) it
+writes one Device YAML per device, starts ``mapper-gateway run --devices DIR`` as a fresh
+process and measures:
+
+- start-up: from process start to the first ``/readyz`` 200 (files loaded, devices started);
+- RSS of the gateway process after it has run for ``--settle`` seconds;
+- REST property read latency: ``GET /api/v1/devices/{ns}/{name}/properties/{p}`` against a
+  bare FastAPI endpoint returning the same JSON from its own uvicorn process, same run,
+  requests alternating between the two, one keep-alive client each.
+
+The MQTT bus is off (``--mqtt-url off``): the figures are the gateway's own, not a broker's.
+Targets: RSS <= 100 MB (1,000) and <= 250 MB (10,000); start-up <= 3 s (10,000); read p50
+<= 1.5x the bare endpoint. Results go to ``benchmarks/results/gateway.json``.
+
+    python benchmarks/bench_gateway.py                  # 1,000 and 10,000 devices
+    python benchmarks/bench_gateway.py --sizes 1000     # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import rss_mb, write_result  # noqa: E402
+
+PROPS = 10
+TARGET_RSS = {1000: 100.0, 10000: 250.0}
+TARGET_START_S = 3.0
+TARGET_READ_RATIO = 1.5
+
+MODEL = """\
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: bench-model, namespace: default}
+spec:
+  protocol: virtual
+  properties:
+"""
+
+
+def write_devices(directory: Path, count: int) -> None:
+    model = MODEL + "".join(
+        f"    - {{name: p{i}, type: FLOAT, accessMode: ReadWrite, minimum: '0', maximum: '100'}}\n"
+        for i in range(PROPS)
+    )
+    (directory / "model.yaml").write_text(model)
+    props = "".join(
+        f"""\
+    - name: p{i}
+      visitors:
+        protocolName: virtual
+        configData: {{kind: random_walk, value: 50, min: 0, max: 100, step: 1}}
+      collectCycle: 1000
+      reportCycle: 1000
+      reportToCloud: true
+"""
+        for i in range(PROPS)
+    )
+    for n in range(count):
+        (directory / f"device-{n:05d}.yaml").write_text(
+            f"""\
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {{name: device-{n:05d}, namespace: default}}
+spec:
+  deviceModelRef: {{name: bench-model}}
+  protocol:
+    protocolName: virtual
+    configData: {{seed: {n + 1}}}
+  properties:
+{props}"""
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_gateway(directory: Path, state: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPPER_GATEWAY_")}
+    env["MAPPER_GATEWAY_TOKEN"] = "bench-token"
+    command = [sys.executable, "-m", "mapper_gateway", "run", "--devices", str(directory)]
+    command += ["--mqtt-url", "off", "--api", f"127.0.0.1:{port}", "--state-dir", str(state)]
+    command += ["--log-level", "WARNING"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    deadline = started + 120
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        while True:
+            try:
+                if http.get("/readyz").status_code == 200:
+                    return process, time.perf_counter() - started
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("the gateway did not get ready")
+            time.sleep(0.02)
+
+
+BARE_APP = """\
+import json, sys
+import uvicorn
+from fastapi import FastAPI
+
+BODY = json.loads(sys.argv[2])
+app = FastAPI()
+
+@app.get("/api/v1/devices/{namespace}/{name}/properties/{prop}")
+async def read(namespace: str, name: str, prop: str) -> dict:
+    return BODY
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+            access_log=False, server_header=False, lifespan="off")
+"""
+
+
+def read_latency(gateway_port: int, rounds: int) -> dict[str, Any]:
+    path = "/api/v1/devices/default/device-00000/properties/p0"
+    with httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}") as ours:
+        sample = ours.get(path).text
+    bare_port = free_port()
+    script = Path(tempfile.mkdtemp()) / "bare.py"
+    script.write_text(textwrap.dedent(BARE_APP))
+    bare = subprocess.Popen([sys.executable, str(script), str(bare_port), sample])
+    try:
+        with (
+            httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}") as ours,
+            httpx.Client(base_url=f"http://127.0.0.1:{bare_port}") as theirs,
+        ):
+            _wait_up(theirs, path)
+            for client in (ours, theirs):  # warm up both
+                for _ in range(100):
+                    client.get(path)
+            ours_s, bare_s = [], []
+            for _ in range(rounds):
+                for client, into in ((ours, ours_s), (theirs, bare_s)):
+                    t0 = time.perf_counter()
+                    response = client.get(path)
+                    into.append(time.perf_counter() - t0)
+                    assert response.status_code == 200
+    finally:
+        bare.send_signal(signal.SIGINT)
+        bare.wait(10)
+    ours_p50, bare_p50 = statistics.median(ours_s), statistics.median(bare_s)
+    return {
+        "requests_each": rounds,
+        "ours_p50_ms": ours_p50 * 1000,
+        "bare_p50_ms": bare_p50 * 1000,
+        "ours_p99_ms": sorted(ours_s)[int(rounds * 0.99)] * 1000,
+        "bare_p99_ms": sorted(bare_s)[int(rounds * 0.99)] * 1000,
+        "ratio_p50": ours_p50 / bare_p50,
+        "same_json": True,
+    }
+
+
+def _wait_up(client: httpx.Client, path: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if client.get(path).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the bare FastAPI server did not start")
+
+
+def measure(count: int, settle: float, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "devices"
+        directory.mkdir()
+        write_devices(directory, count)
+        port = free_port()
+        process, ready_s = start_gateway(directory, Path(tmp) / "state", port)
+        try:
+            time.sleep(settle)  # every device has read and reported several times
+            rss = rss_mb(process.pid)
+            latency = read_latency(port, rounds) if rounds else None
+            rss_after = rss_mb(process.pid)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+    result: dict[str, Any] = {
+        "devices": count,
+        "properties_per_device": PROPS,
+        "ready_s": ready_s,
+        "rss_mb": rss,
+        "rss_mb_after_reads": rss_after,
+        "target_rss_mb": TARGET_RSS.get(count),
+    }
+    if latency is not None:
+        result["rest_read"] = latency
+    print(f"{count} devices: ready in {ready_s:.2f} s, RSS {rss:.1f} MB", flush=True)
+    if latency is not None:
+        print(
+            f"  REST read p50 {latency['ours_p50_ms']:.3f} ms vs bare FastAPI "
+            f"{latency['bare_p50_ms']:.3f} ms: x{latency['ratio_p50']:.2f}",
+            flush=True,
+        )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--settle", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2000)
+    args = parser.parse_args(argv)
+    runs = [measure(n, args.settle, args.rounds if n == min(args.sizes) else 0) for n in args.sizes]
+    largest = max(runs, key=lambda r: r["devices"])
+    latency = next((r["rest_read"] for r in runs if "rest_read" in r), {"ratio_p50": 0.0})
+    checks = {
+        "rss": all(r["rss_mb"] <= (r["target_rss_mb"] or float("inf")) for r in runs),
+        "start_up": largest["devices"] < 10000 or largest["ready_s"] <= TARGET_START_S,
+        "rest_read": latency["ratio_p50"] <= TARGET_READ_RATIO,
+    }
+    path = write_result(
+        "gateway",
+        {
+            "runs": runs,
+            "targets": {
+                "rss_mb": TARGET_RSS,
+                "start_up_s_10000": TARGET_START_S,
+                "rest_read_p50_ratio": TARGET_READ_RATIO,
+            },
+            "met": checks,
+            "bus": "off (--mqtt-url off): the gateway's own cost",
+        },
+    )
+    print(f"targets met: {checks}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
