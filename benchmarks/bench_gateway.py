@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import rss_mb, write_result  # noqa: E402
+from _common import rss_mb, write_result
 
 PROPS = 10
 TARGET_RSS = {1000: 100.0, 10000: 250.0}
