@@ -20,6 +20,7 @@ PROFILES = {
         ["bench_footprint.py", "--rounds", "3"],
         ["bench_outbox.py"],
         ["bench_gateway.py", "--sizes", "1000", "10000"],
+        ["bench_opcua.py", "--seconds", "5"],
     ],
     "quick": [
         ["bench_load.py", "--count", "1000"],
@@ -27,6 +28,7 @@ PROFILES = {
         ["bench_footprint.py", "--rounds", "1"],
         ["bench_outbox.py"],
         ["bench_gateway.py", "--sizes", "1000", "--settle", "3", "--rounds", "500"],
+        ["bench_opcua.py", "--seconds", "2"],
     ],
 }
 

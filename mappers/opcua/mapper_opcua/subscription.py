@@ -74,6 +74,7 @@ async def follow(
             tg.create_task(_watch_link(conn))
             for sub, by_handle in subscriptions:
                 tg.create_task(_consume(sub, by_handle, emit))
+                tg.create_task(_watch_alive(sub))
     except BaseExceptionGroup as group:
         # The first failure took its siblings down: surface it, not the group.
         raise group.exceptions[0] from None
@@ -134,31 +135,27 @@ async def _watch_link(conn: Connection) -> None:
 
 
 async def _consume(sub: Subscription, by_handle: dict[int, BoundProperty], emit: Emit) -> None:
-    started = time.monotonic()
-    period = sub.parameters.RequestedPublishingInterval / 1000
-    period *= max(1, sub.parameters.RequestedMaxKeepAliveCount)
-    events = aiter(sub)
-    while True:
-        # Not Subscription.next_event: its wait_for can swallow a cancellation on 3.11.
-        try:
-            async with asyncio.timeout(period):
-                event = await anext(events)
-        except TimeoutError:
-            _check_alive(sub, sub.last_publish_at or started, period)
-            continue
-        except StopAsyncIteration:
-            raise DeviceConnectError(f"subscription {sub.subscription_id} was deleted") from None
+    # A plain queue get per event: no timer per notification (the keep-alive check is
+    # _watch_alive's), and unlike Subscription.next_event no wait_for to lose a cancellation.
+    async for event in sub:
         if isinstance(event, DataChangeEvent):
             point = by_handle.get(event.data.monitored_item.ClientHandle)
             if point is not None:
                 emit(point, from_data_value(event.data.monitored_item.Value))
         elif isinstance(event, StatusChangeEvent) and not event.notification.Status.is_good():
             raise DeviceConnectError(f"subscription ended: {event.notification.Status.name}")
+    raise DeviceConnectError(f"subscription {sub.subscription_id} was deleted")
 
 
-def _check_alive(sub: Subscription, last: float, keep_alive: float) -> None:
-    if time.monotonic() - last > _STALE_PERIODS * keep_alive:
-        raise DeviceConnectError(
-            f"subscription {sub.subscription_id} sent no keep-alive for "
-            f"{time.monotonic() - last:.1f} s"
-        )
+async def _watch_alive(sub: Subscription) -> None:
+    """Raise once no Publish response (data or keep-alive) came for a few keep-alive periods."""
+    started = time.monotonic()
+    keep_alive = sub.parameters.RequestedPublishingInterval / 1000
+    keep_alive *= max(1, sub.parameters.RequestedMaxKeepAliveCount)
+    while True:
+        await asyncio.sleep(keep_alive)
+        silent = time.monotonic() - (sub.last_publish_at or started)
+        if silent > _STALE_PERIODS * keep_alive:
+            raise DeviceConnectError(
+                f"subscription {sub.subscription_id} sent no keep-alive for {silent:.1f} s"
+            )
