@@ -113,3 +113,24 @@ async def test_twenty_restarts_leak_no_task_and_no_socket(device: DeviceServer) 
         assert supervisor.stats.connects == RESTARTS + 1
         await _eventually(lambda: (_client_tasks(), _sockets()) == (tasks, sockets))
     assert slowest < 3.0  # D8: subscriptions back within 3 s of each restart
+
+
+async def test_secure_channel_renewals_cause_no_gap(device: DeviceServer) -> None:
+    """D6: a 1 s channel lifetime renews every 0.75 s; polling never fails meanwhile."""
+    config = {"url": device.url, "channelLifetime": 1000.0}
+    dev, model = opcua_device("renewing", _props(device), config)
+    ref = ref_of(dev)
+    async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
+        supervisor = rt.supervisor(ref)
+        assert supervisor is not None
+        await bus.wait_for(lambda: supervisor.stats.reads >= 1)
+        driver = supervisor._driver
+        assert isinstance(driver, OpcUaDriver)
+        assert driver._conn is not None
+        tokens = driver._conn.client.uaclient.protocol
+        assert tokens is not None
+        first = tokens._connection.security_token.TokenId
+        await bus.wait_for(
+            lambda: tokens._connection.security_token.TokenId >= first + 3, timeout=8
+        )
+        assert (supervisor.stats.read_errors, supervisor.stats.connects) == (0, 1)
