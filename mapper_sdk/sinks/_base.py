@@ -101,14 +101,15 @@ class SinkRejected(SinkError):
     """The destination refused the batch for good (bad request): it is dropped, not retried."""
 
 
-def require(module: str, extra: str) -> ModuleType:
-    """Import an optional library, or raise ``ConfigError`` naming the extra that installs it."""
+def require(module: str, extra: str, package: str | None = None) -> ModuleType:
+    """Import an optional library, or raise ``ConfigError`` naming the extra that installs it
+    (``package`` is the distribution's name when it differs from the module's)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        name = package or module.split(".")[0]
         raise ConfigError(
-            f"this sink needs the Python package {module.split('.')[0]!r}: "
-            f"pip install 'mapper-sdk[{extra}]'"
+            f"this sink needs the Python package {name!r}: pip install 'mapper-sdk[{extra}]'"
         ) from exc
 
 

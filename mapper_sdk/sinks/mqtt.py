@@ -89,7 +89,7 @@ class MqttSink:
     """Publishes samples on one long-lived session per broker; reconnects on the next write."""
 
     def __init__(self, settings: MqttSinkSettings) -> None:
-        require("paho.mqtt.client", "mqtt")
+        require("paho.mqtt.client", "mqtt", "paho-mqtt")
         self.settings = settings
         self.broker = settings.broker()
         self.name = f"mqtt {self.broker.url}"

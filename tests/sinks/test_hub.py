@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -269,3 +271,42 @@ async def test_hub_attached_beside_the_bus_sees_every_report() -> None:
     reported = [t.value for r in bus.reports for t in r.twins if t.name == "temp"]
     assert [s.value for s in sink.samples] == reported[: len(sink.samples)]
     await hub.aclose()
+
+
+@pytest.mark.parametrize(
+    ("module", "extra", "push"),
+    [
+        ("httpx", "http", HTTP),
+        ("redis", "redis", {"dbMethod": {"redis": {"redisClientConfig": {"addr": "r"}}}}),
+        ("aiomysql", "mysql",
+         {"dbMethod": {"mysql": {"mysqlClientConfig": {"addr": "m", "database": "d"}}}}),
+        ("paho", "mqtt", MQTT),
+    ],
+)  # fmt: skip
+async def test_a_missing_optional_library_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, extra: str, push: dict[str, Any]
+) -> None:
+    for name in list(sys.modules):
+        if name == module or name.startswith(f"{module}."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, module, None)  # makes "import <module>" fail
+    hub = SinkHub(settings=FAST, env={})
+    problems = hub.add_device(device_with_push("a", {"temp": push}))
+    assert len(problems) == 1
+    assert f"pip install 'mapper-sdk[{extra}]'" in problems[0]
+    assert ("'paho-mqtt'" if module == "paho" else f"'{module}'") in problems[0]
+    assert hub.runners == {}
+    await hub.aclose()
+
+
+def test_importing_the_package_loads_no_optional_library() -> None:
+    code = (
+        "import sys, mapper_sdk.sinks, mapper_sdk.sinks.http, mapper_sdk.sinks.redis, "
+        "mapper_sdk.sinks.mysql, mapper_sdk.sinks.mqtt, mapper_sdk.sinks.otel, "
+        "mapper_sdk.sinks.influxdb2, mapper_sdk.sinks.tdengine\n"
+        "print(sorted(m for m in ('httpx', 'redis', 'aiomysql', 'pymysql', 'paho') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)  # fmt: skip
+    assert result.stdout.strip() == "[]"
