@@ -157,6 +157,7 @@ class SinkRunner:
         self._queue.clear()
         self._in_flight = ()
         self.stats.queued = self.stats.in_flight = 0
+        self._progress.set()  # release flush() callers: nothing is left to wait for
         with contextlib.suppress(Exception):
             async with asyncio.timeout(max(1.0, self.settings.close_timeout)):
                 await self.sink.aclose()

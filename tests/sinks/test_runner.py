@@ -246,3 +246,18 @@ async def test_flush_waits_for_the_queue_without_sitting_out_max_delay() -> None
     assert values(sink.samples) == [0, 1, 2]
     assert runner.stats.queued == 0
     await runner.aclose()
+
+
+async def test_close_releases_a_waiting_flush() -> None:
+    sink = RecordingSink()
+    sink.fail = failing(1000)
+    runner = SinkRunner(sink, RunnerSettings(max_delay=0.0, backoff_base=0.01, close_timeout=0.1))
+    runner.start()
+    runner.offer(sample(0))
+    flushing = asyncio.create_task(runner.flush())
+    await sink.wait_for(lambda: sink.attempts >= 2)
+    assert not flushing.done()  # the sink is down: nothing leaves the queue
+    await runner.aclose()
+    async with asyncio.timeout(5):
+        await flushing
+    assert runner.stats.dropped == {CLOSED: 1}
