@@ -134,3 +134,19 @@ async def test_secure_channel_renewals_cause_no_gap(device: DeviceServer) -> Non
             lambda: tokens._connection.security_token.TokenId >= first + 3, timeout=8
         )
         assert (supervisor.stats.read_errors, supervisor.stats.connects) == (0, 1)
+
+
+async def test_a_subscription_the_server_dropped_is_noticed(device: DeviceServer) -> None:
+    """The server forgets the subscription (no FIN, session alive): data must not stop."""
+    config = {"url": device.url, "keepAliveInterval": 300.0}
+    dev, model = opcua_device("dropped", _props(device), config, collect_cycle_ms=10_000)
+    ref = ref_of(dev)
+    await device.set("level", 7.0, ua.VariantType.Double)
+    service = device.server.iserver.subscription_service
+    async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (_, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "7.0")
+        before = set(service.subscriptions)
+        await service.delete_subscriptions(list(before))
+        await device.set("level", 8.0, ua.VariantType.Double)
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "8.0", timeout=5)
+        assert set(service.subscriptions) - before  # a new one serves the property
