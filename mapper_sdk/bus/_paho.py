@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,8 @@ class PahoConnection:
         self._connack: asyncio.Future[bool] = self._loop.create_future()
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._sock: socket.socket | None = None
+        self._writing = False  # a writer callback is registered for the socket
+        self._loop_thread = threading.get_ident()
         self._misc: asyncio.TimerHandle | None = None
         self.client = self._make_client(will)
 
@@ -170,11 +173,24 @@ class PahoConnection:
         self._finish("socket closed")
 
     def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop.is_closed():
+        # paho asks for this on every queued packet; on the loop thread (every publish) a
+        # direct add_writer is enough, and only the connect in the worker thread needs the
+        # thread-safe hop, whose wake-up write would otherwise cost a syscall per message.
+        if self._writing or self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._loop.add_writer, sock, self._write)
+        if threading.get_ident() == self._loop_thread:
+            self._writing = True
+            self._loop.add_writer(sock, self._write)
+        else:
+            self._loop.call_soon_threadsafe(self._add_writer, sock)
+
+    def _add_writer(self, sock: socket.socket) -> None:
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(sock, self._write)
 
     def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._writing = False
         with contextlib.suppress(Exception):
             self._loop.remove_writer(sock)
 

@@ -94,6 +94,7 @@ class MqttEventBus:
         self._devices: dict[DeviceRef, BoundDevice] = {}
         self._by_name: dict[str, DeviceRef] = {}
         self._staged: list[Entry] = []
+        self._staged_bytes = 0
         self._confirmed: list[int] = []
         self._sent_ids: set[int] = set()  # sent and not yet confirmed, to count resends
         self._inflight: dict[int, Entry] = {}  # MQTT mid -> entry awaiting PUBACK
@@ -183,8 +184,9 @@ class MqttEventBus:
             self._desired.close()
 
     def depth(self) -> tuple[int, int]:
-        """Outbox rows and bytes not yet confirmed."""
-        return self._outbox.depth() if self._outbox is not None else (0, 0)
+        """Reports not yet confirmed (rows, bytes): in the outbox or staged for it."""
+        rows, size = self._outbox.depth() if self._outbox is not None else (0, 0)
+        return rows + len(self._staged), size + self._staged_bytes
 
     def outbox_stats(self) -> OutboxStats | None:
         """The outbox's counters (depth, drops by reason), once the bus has started."""
@@ -292,6 +294,7 @@ class MqttEventBus:
         self.stats.produced += 1
         self._progress.set()
         self._staged.append(entry)
+        self._staged_bytes += entry.size
         if len(self._staged) == 1:
             # Commit staged reports on the next loop turn, as one transaction.
             asyncio.get_running_loop().call_soon(self._flush)
@@ -303,7 +306,7 @@ class MqttEventBus:
             confirmed, self._confirmed = self._confirmed, []
             self._outbox.confirm(confirmed)  # one transaction per loop turn, not per PUBACK
         if self._staged:
-            staged, self._staged = self._staged, []
+            staged, self._staged, self._staged_bytes = self._staged, [], 0
             try:
                 self._outbox.append_many(staged)
             except (OutboxError, ValueError) as exc:  # disk full, oversized: counted by the outbox
@@ -314,8 +317,10 @@ class MqttEventBus:
 
     def _send(self, conn: PahoConnection) -> None:
         assert self._outbox is not None
-        room = self.settings.max_inflight - len(self._inflight) - len(self._awaiting)
-        if room <= 0:
+        busy = len(self._inflight) + len(self._awaiting)
+        room = self.settings.max_inflight - busy
+        # Refill in batches: one outbox transaction per quarter window, not per PUBACK.
+        if room <= 0 or (busy and room < self.settings.max_inflight // 4):
             return
         for entry in self._outbox.pending(room):
             try:
