@@ -138,7 +138,8 @@ class DeviceSupervisor:
             self._driver = driver
             self._came_up()
             for decision in self.engine.pending_desired():
-                self._enqueue(decision, asyncio.get_running_loop().create_future())
+                if decision.point.name not in self._inbox:  # a queued write keeps its caller
+                    self._enqueue(decision, asyncio.get_running_loop().create_future())
             await self._work(driver)
         finally:
             self._driver = None
@@ -254,6 +255,8 @@ class DeviceSupervisor:
         return results
 
     def _on_push(self, point: BoundProperty, value: Value | DriverError) -> None:
+        if not isinstance(value, DriverError):
+            self._recovered()  # push-only devices never poll: a pushed value is the proof
         now = asyncio.get_running_loop().time()
         self._publish(self.engine.on_readings([point], [value], now, wall_ms()))
 

@@ -173,3 +173,17 @@ async def test_shutdown_closes_every_device_and_reports_offline() -> None:
 
 def test_model_fixture_is_a_model() -> None:
     assert isinstance(MODEL, DeviceModel)
+
+
+async def test_a_write_queued_while_offline_is_answered_applied_on_reconnect() -> None:
+    device = thermo("late")
+    ref = ref_of(device)
+    sim = VirtualDriver.world.device(ref.id)
+    sim.online = False
+    async with run_devices([(device, MODEL)], write_wait=0.1) as (runtime, bus):
+        supervisor = runtime.devices[ref]
+        future = supervisor.submit(supervisor.engine.check_desired("setpoint", "11"))
+        sim.online = True
+        result = await asyncio.wait_for(future, 5)
+        assert result.status is WriteStatus.APPLIED  # not "superseded" by the reconnect
+        assert sim.writes == [("setpoint", 11.0)]
