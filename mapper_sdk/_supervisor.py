@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mapper_sdk._backoff import Backoff
 from mapper_sdk._scheduler import Schedule
@@ -25,6 +26,9 @@ from mapper_sdk.binding import BoundDevice, BoundProperty
 from mapper_sdk.bus import EventBus, TwinReport, WriteResult, WriteStatus
 from mapper_sdk.driver import AnyDriver, DeviceState, DriverClass, Value
 from mapper_sdk.errors import DeviceConnectError, DriverError
+
+if TYPE_CHECKING:
+    from mapper_sdk.sinks import SinkHub
 
 log = logging.getLogger("mapper_sdk.device")
 
@@ -101,8 +105,10 @@ class DeviceSupervisor:
         driver_cls: DriverClass,
         bus: EventBus,
         settings: SupervisorSettings,
+        sinks: SinkHub | None = None,
     ) -> None:
         self.device = device
+        self.sinks = sinks
         self.driver_cls = driver_cls
         self.bus = bus
         self.settings = settings
@@ -261,9 +267,13 @@ class DeviceSupervisor:
         self._publish(self.engine.on_readings([point], [value], now, wall_ms()))
 
     def _publish(self, report: TwinReport | None) -> None:
-        if report is not None:
+        if report is None:
+            return
+        if report.twins:
             self.stats.reports += 1
             self.bus.publish_twins(report)
+        if self.sinks is not None:
+            self.sinks.submit(report)
 
     async def _state_loop(self) -> None:
         period = self.device.state_report_cycle_ms / 1000

@@ -9,7 +9,8 @@ Reporting rule: after each read, a property is reported when its twin string cha
 was last reported, or when its ``reportCycle`` has passed since then (KubeEdge's framework
 reports every cycle; a long ``reportCycle`` turns unchanged values into a slower heartbeat).
 All properties of a device that are due go out together: one report per device per cycle.
-Properties with ``reportToCloud: false`` are read and kept (REST, sinks) but never reported.
+Properties with ``reportToCloud: false`` are read and kept (REST) and, when they have a
+``pushMethod``, handed to sinks in ``TwinReport.local``; they never reach EdgeCore.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class TwinEngine:
     ) -> TwinReport | None:
         """Record a batch of readings; return the report due now, if any."""
         due: list[TwinValue] = []
+        local: list[TwinValue] = []
         for point, result in zip(points, results, strict=True):
             state = self.states[point.index]
             if isinstance(result, DriverError):
@@ -89,12 +91,14 @@ class TwinEngine:
                 state.raw = result
             state.read_at_ms, state.error = wall_ms, None
             text = state.text
-            if point.report_to_cloud and self._report_due(point, state, now):
+            reported = point.report_to_cloud or point.push_method is not None
+            if reported and self._report_due(point, state, now):
                 state.reported_text, state.reported_at = text, now
-                due.append(TwinValue(point.name, text, point.twin_type, state.desired))
-        if not due:
+                twin = TwinValue(point.name, text, point.twin_type, state.desired)
+                (due if point.report_to_cloud else local).append(twin)
+        if not due and not local:
             return None
-        return TwinReport(self.device.ref, wall_ms, tuple(due))
+        return TwinReport(self.device.ref, wall_ms, tuple(due), tuple(local))
 
     @staticmethod
     def _report_due(point: BoundProperty, state: PropertyState, now: float) -> bool:

@@ -15,6 +15,7 @@ into the Device (or the model, when ``in_model`` is set) so the loader can add f
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -153,6 +154,25 @@ def _bounds(prop: ModelProperty) -> values.Bounds:
     return bounds
 
 
+_SHARED_CONFIGS: weakref.WeakValueDictionary[tuple[type[BaseModel], bytes], BaseModel] = (
+    weakref.WeakValueDictionary()
+)
+"""Validated visitor configs by content. A fleet built from one template repeats the same
+visitor configData on every device: sharing one frozen object per distinct config saves its
+validation and ~700 bytes per property. Entries vanish with the last device using them."""
+
+
+def _share_key(
+    model_cls: type[BaseModel], data: dict[str, Any]
+) -> tuple[type[BaseModel], bytes] | None:
+    if not model_cls.model_config.get("frozen", False):
+        return None  # a mutable config must stay private to its property
+    try:
+        return model_cls, orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None  # not JSON-like (cannot come from YAML or DMI): validate it alone
+
+
 def _pydantic_problems(exc: ValidationError, prefix: Path) -> list[BindProblem]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -190,15 +210,28 @@ class _Binder:
         return protocol
 
     def validate_config(
-        self, model_cls: type[BaseModel] | None, data: dict[str, Any], path: Path
+        self,
+        model_cls: type[BaseModel] | None,
+        data: dict[str, Any],
+        path: Path,
+        *,
+        share: bool = False,
     ) -> BaseModel | None:
         if model_cls is None:
             return None
+        key = _share_key(model_cls, data) if share else None
+        if key is not None:
+            shared = _SHARED_CONFIGS.get(key)
+            if shared is not None:
+                return shared
         try:
-            return model_cls.model_validate(data)
+            config = model_cls.model_validate(data)
         except ValidationError as exc:
             self.problems.extend(_pydantic_problems(exc, path))
             return None
+        if key is not None:
+            _SHARED_CONFIGS[key] = config
+        return config
 
     def cycle(self, raw: int, path: Path) -> int:
         ms, warning = cycle_ms(raw)
@@ -270,7 +303,10 @@ class _Binder:
         if self.driver is None:
             return None
         return self.validate_config(
-            self.driver.visitor_config_model, merged, (*path, "visitors", "configData")
+            self.driver.visitor_config_model,
+            merged,
+            (*path, "visitors", "configData"),
+            share=True,
         )
 
     def check_desired(

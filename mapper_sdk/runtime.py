@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from mapper_sdk._registry import Registry
 from mapper_sdk._supervisor import DeviceSupervisor, SupervisorSettings, wall_ms
@@ -22,6 +22,9 @@ from mapper_sdk.binding import BoundDevice, DeviceRef
 from mapper_sdk.bus import DesiredChange, EventBus, WriteResult, WriteStatus
 from mapper_sdk.driver import DeviceState, Value
 from mapper_sdk.errors import DesiredValueError, DriverError, MapperError, ValueConversionError
+
+if TYPE_CHECKING:
+    from mapper_sdk.sinks import SinkHub
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class MapperRuntime:
         settings: timeouts and backoff of every device supervisor.
         write_wait: how long ``submit_desired`` waits for the device before answering
             ``pending`` (the value stays queued until it is applied or expires).
+        sinks: where ``pushMethod``/``dbMethod`` values go (``mapper_sdk.sinks.SinkHub``).
     """
 
     def __init__(
@@ -63,8 +67,10 @@ class MapperRuntime:
         registry: Registry | None = None,
         settings: SupervisorSettings | None = None,
         write_wait: float = 10.0,
+        sinks: SinkHub | None = None,
     ) -> None:
         self.bus = bus
+        self.sinks = sinks
         self.registry = registry if registry is not None else Registry.from_entry_points()
         self.settings = settings or SupervisorSettings()
         self.write_wait = write_wait
@@ -94,6 +100,8 @@ class MapperRuntime:
             for ref in list(self._running):
                 await self._remove(ref)
         await self.bus.aclose()
+        if self.sinks is not None:
+            await self.sinks.aclose()
         assert self._tasks is not None
         await self._tasks.__aexit__(exc_type, exc, tb)
         self._tasks = None
@@ -163,10 +171,12 @@ class MapperRuntime:
             log.error("device %s not started: %s", device.ref, reason)
             result.failed[device.ref] = reason
             return False
-        supervisor = DeviceSupervisor(device, driver_cls, self.bus, self.settings)
+        supervisor = DeviceSupervisor(device, driver_cls, self.bus, self.settings, self.sinks)
         task = self._tasks.create_task(supervisor.run(), name=f"device {device.ref}")
         self._running[device.ref] = _Running(supervisor, task, fingerprint)
         self.bus.device_added(device)
+        if self.sinks is not None:
+            self.sinks.add_device(device)
         return True
 
     async def remove(self, ref: DeviceRef) -> bool:
@@ -183,6 +193,8 @@ class MapperRuntime:
         running.supervisor.close_pending(f"device {ref} was removed")
         self.bus.publish_state(ref, DeviceState.OFFLINE, wall_ms())
         self.bus.device_removed(ref)
+        if self.sinks is not None:
+            self.sinks.remove_device(ref)
         return True
 
     # -- the single write path ------------------------------------------------------------

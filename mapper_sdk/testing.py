@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapper_sdk._registry import Registry
 from mapper_sdk._supervisor import SupervisorSettings
@@ -22,6 +22,9 @@ from mapper_sdk.driver import DriverClass
 from mapper_sdk.errors import ConfigError, Problem
 from mapper_sdk.models import Device, DeviceModel
 from mapper_sdk.runtime import MapperRuntime
+
+if TYPE_CHECKING:
+    from mapper_sdk.sinks import SinkHub
 
 FAST_SETTINGS = SupervisorSettings(
     connect_timeout=2.0,
@@ -127,6 +130,7 @@ async def run_devices(
     settings: SupervisorSettings = FAST_SETTINGS,
     bus: MemoryBus | None = None,
     write_wait: float = 5.0,
+    sinks: SinkHub | None = None,
 ) -> AsyncIterator[tuple[MapperRuntime, MemoryBus]]:
     """Run ``devices`` with ``drivers`` (plus the installed ones) on an in-memory bus."""
     registry = Registry.from_entry_points()
@@ -136,9 +140,10 @@ async def run_devices(
     bound = []
     for device, model in devices:
         bound.append(bind_or_raise(device, model, registry.get(device.spec.protocol.protocol_name)))
-    async with MapperRuntime(
-        bus, registry=registry, settings=settings, write_wait=write_wait
-    ) as rt:
+    runtime = MapperRuntime(
+        bus, registry=registry, settings=settings, write_wait=write_wait, sinks=sinks
+    )
+    async with runtime as rt:
         await rt.apply(bound)
         yield rt, bus
 

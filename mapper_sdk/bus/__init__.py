@@ -32,11 +32,16 @@ class TwinValue:
 
 @dataclass(frozen=True, slots=True)
 class TwinReport:
-    """Every property of one device reported in one cycle: one message on the wire."""
+    """Every property of one device reported in one cycle: one message on the wire.
+
+    ``twins`` go to EdgeCore; ``local`` holds values of properties with ``reportToCloud:
+    false`` that still have a ``pushMethod``: sinks get both, buses only ``twins``.
+    """
 
     ref: DeviceRef
     timestamp_ms: int
     twins: tuple[TwinValue, ...]
+    local: tuple[TwinValue, ...] = ()
 
 
 class WriteStatus(StrEnum):

@@ -262,7 +262,7 @@ class SinkHub:
         if not routes and local is None:
             return
         ref, ts = report.ref, report.timestamp_ms
-        for twin in report.twins:
+        for twin in (*report.twins, *report.local):  # local: reportToCloud false, still pushed
             pairs = routes.get(twin.name) if routes else None
             if local is None and not pairs:
                 continue
