@@ -53,7 +53,7 @@ class MqttSettings:
     confirm: ConfirmMode = ConfirmMode.AUTO
     result_timeout: float = 10.0
     """Seconds to wait for EdgeCore's result before a report is sent again."""
-    max_inflight: int = 500
+    max_inflight: int = 1000
     max_payload: int = 64 * 1024
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
