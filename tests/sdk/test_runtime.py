@@ -180,7 +180,7 @@ async def test_a_write_queued_while_offline_is_answered_applied_on_reconnect() -
     ref = ref_of(device)
     sim = VirtualDriver.world.device(ref.id)
     sim.online = False
-    async with run_devices([(device, MODEL)], write_wait=0.1) as (runtime, bus):
+    async with run_devices([(device, MODEL)], write_wait=0.1) as (runtime, _):
         supervisor = runtime.devices[ref]
         future = supervisor.submit(supervisor.engine.check_desired("setpoint", "11"))
         sim.online = True
