@@ -21,6 +21,7 @@ PROFILES = {
         ["bench_outbox.py"],
         ["bench_gateway.py", "--sizes", "1000", "10000"],
         ["bench_opcua.py", "--seconds", "5"],
+        ["bench_modbus.py"],
     ],
     "quick": [
         ["bench_load.py", "--count", "1000"],
@@ -29,6 +30,7 @@ PROFILES = {
         ["bench_outbox.py"],
         ["bench_gateway.py", "--sizes", "1000", "--settle", "3", "--rounds", "500"],
         ["bench_opcua.py", "--seconds", "2"],
+        ["bench_modbus.py", "--quick"],
     ],
 }
 
