@@ -23,18 +23,20 @@ import dataclasses
 import gc
 import os
 import re
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_args
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from mapper_sdk import _yaml
 from mapper_sdk.binding import BindProblem, BoundDevice, bind
 from mapper_sdk.errors import ConfigError, Problem, YamlError
-from mapper_sdk.models import GROUP, Device, DeviceModel, DeviceStatus
+from mapper_sdk.models import GROUP, Device, DeviceModel, DeviceProperty, DeviceStatus
 
 if TYPE_CHECKING:
     from mapper_sdk._registry import Registry
@@ -329,6 +331,8 @@ class _Loader:
     def add(self, into: list[Loaded[T]], cls: type[T], data: Any, source: Source) -> None:
         obj = self.validate(cls, data, source)
         if obj is not None:
+            if isinstance(obj, Device):
+                _share_properties(obj, data)
             into.append(Loaded(obj, source))
 
     def validate(self, cls: type[T], data: Any, source: Source) -> T | None:
@@ -456,6 +460,35 @@ class _Deferred:
     device_at: int
     data: dict[str, Any]
     source: Source
+
+
+_SHARED_PROPERTIES: weakref.WeakValueDictionary[bytes, DeviceProperty] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _share_properties(device: Device, data: dict[str, Any]) -> None:
+    """Make identical property blocks of different devices one (frozen) object.
+
+    A fleet written from one template repeats each property block (visitors, cycles) on every
+    device; the validated copies are most of a device's memory (about 2 KB per property). Equal
+    input validates to equal objects, so the first one is kept and later equal ones point to it.
+    Entries vanish with the last device using them.
+    """
+    raw = data["spec"]["properties"] if "properties" in data.get("spec", ()) else None
+    properties = device.spec.properties
+    if type(raw) is not list or len(raw) != len(properties):
+        return
+    for index, item in enumerate(raw):
+        try:
+            key = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            continue  # not JSON-like: keep its own copy
+        shared = _SHARED_PROPERTIES.get(key)
+        if shared is None:
+            _SHARED_PROPERTIES[key] = properties[index]
+        else:
+            properties[index] = shared
 
 
 def _no_legacy(source: Source) -> Problem:

@@ -10,11 +10,13 @@ One correction is needed: amqtt closes the connection of any client that publish
 beginning with ``$`` (its reading of MQTT-4.7.2-1, which only says that *wildcard* filters
 must not match such topics). KubeEdge's event bus lives entirely under ``$hw/`` and ``$ke/``,
 so messages on those prefixes are delivered through the broker's own internal-publish path.
-This overrides one method of amqtt, which is why the extra caps amqtt below 0.13.
+This overrides one method of amqtt (and wraps its connection callback, to close what its
+shutdown leaves open), which is why the extra caps amqtt below 0.13.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -38,6 +40,21 @@ def _broker_class() -> Any:
         ) from exc
 
     class KubeEdgeBroker(Broker):  # type: ignore[misc]
+        def __init__(self, config: dict[str, Any]) -> None:
+            super().__init__(config)
+            self.connections: set[asyncio.StreamWriter] = set()
+
+        async def stream_connected(
+            self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+        ) -> None:
+            self.connections.add(writer)
+            try:
+                await super().stream_connected(reader, writer, listener_name)
+            finally:
+                # amqtt can end a session without closing its socket: close it here.
+                self.connections.discard(writer)
+                writer.close()
+
         async def _handle_message_delivery(
             self, client_session: Any, handler: Any, wait_deliver: Any
         ) -> bool:
@@ -92,6 +109,10 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         if self._broker is not None:
             await self._broker.shutdown()
+            # amqtt leaves the sockets of sessions still open at shutdown to the garbage
+            # collector; close them so no connection outlives the broker.
+            for writer in list(self._broker.connections):
+                writer.close()
             self._broker = None
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -130,6 +130,9 @@ class DeviceFiles:
         if rejected:
             problems = [p for p in self._bind() if p.file not in rejected]
         self.bind_problems = problems
+        for file in changed:
+            _forget_text(self.files[file].good)
+
 
     def _bind(self) -> list[Problem]:
         problems: list[Problem] = []
@@ -230,6 +233,18 @@ def _unique(
                 continue
             first[key] = loaded
     return first
+
+
+def _forget_text(result: LoadResult | None) -> None:
+    """Drop the file text each object keeps for locating problems, once it is bound.
+
+    The text costs kilobytes per device; without it a later problem in this version (its model
+    changed, say) is located at the object's first line instead of the exact key.
+    """
+    if result is None:
+        return
+    result.models[:] = [Loaded(m.obj, replace(m.source, _locator=None)) for m in result.models]
+    result.devices[:] = [Loaded(d.obj, replace(d.source, _locator=None)) for d in result.devices]
 
 
 def _split(result: LoadResult) -> dict[str, LoadResult]:
