@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
-from mapper_gateway import __version__
+from mapper_gateway import __version__, dashboard
 from mapper_gateway.api import ROUTERS
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.limits import BodyLimit
@@ -33,6 +33,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.metrics = make_registry(gateway)
     for router in ROUTERS:
         app.include_router(router)
+    dashboard.install(app)  # the page at / (see dashboard.py)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_middleware(
