@@ -939,6 +939,9 @@ def bench_throughput(args: argparse.Namespace, prof: Profile) -> dict[str, Any]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 run = run_one(world, "ours", spec | {"profile": str(path)})
                 log(f"  {layout.name:>8} profiled (cProfile on): {brief(run)} -> {path}")
+                run["profile"] = profile_summary(path)
+                for line in run["profile"]["text"]:
+                    log(f"    {line}")
                 runs["ours_profiled"] = [run]
             return runs
 
@@ -1001,6 +1004,70 @@ def summarise_layout(
             r = out["ours_vs_naive"]
             out["b2"] = gate(r["ratio_counted_median"], B2_TARGETS[layout.props], r["ratio_median"])
     return out
+
+
+PROFILE_ENTRY_POINTS = {
+    "twin engine (TwinEngine.on_readings, values.to_twin)": ("_twin.py", "on_readings"),
+    "report encoding (MqttEventBus.publish_twins)": ("bus/mqtt.py", "publish_twins"),
+    "outbox commit (MqttEventBus._flush, SQLite)": ("bus/mqtt.py", "_flush"),
+    "outbox send (MqttEventBus._send, paho publish)": ("bus/mqtt.py", "_send"),
+    "MQTT socket reads (PUBACKs, PahoConnection._read)": ("bus/_paho.py", "_read"),
+    "Modbus driver read (reader, decode)": ("mapper_modbus/driver.py", "read"),
+    "Modbus link worker (queue, timeout, pymodbus)": ("mapper_modbus/connection.py", "_work"),
+    "  of which pymodbus transport.execute": ("mapper_modbus/transport.py", "execute"),
+    "pymodbus response handling (data_received)": (
+        "pymodbus/transport/transport.py",
+        "data_received",
+    ),
+    "supervisor poll loop (all of a cycle)": ("_supervisor.py", "_poll_loop"),
+}
+
+
+def profile_summary(path: Path) -> dict[str, Any]:
+    """Shares of the profiled window: by module (own time), by entry point (inclusive), and
+    the top functions by own time, as ``file:function``."""
+    import pstats
+
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    idle = sum(v[2] for (f, _, fn), v in stats.items() if "poll' of 'select" in fn)
+    total = sum(v[2] for v in stats.values()) - idle
+
+    def short(file: str) -> str:
+        for marker in ("site-packages/", str(HERE.parent) + "/"):
+            if marker in file:
+                return file.split(marker, 1)[1]
+        if "/lib/python3" in file:  # the standard library: asyncio/base_events.py
+            return file.split("/lib/python3", 1)[1].split("/", 1)[1]
+        return file
+
+    by_module: dict[str, float] = {}
+    for (file, _, fn), v in stats.items():
+        if "poll' of 'select" in fn:
+            continue
+        key = short(file) if file != "~" else "C builtins: " + fn.strip("{}").split(" of ")[0]
+        by_module[key] = by_module.get(key, 0.0) + v[2]
+    entry = {}
+    for label, (file_part, fn_name) in PROFILE_ENTRY_POINTS.items():
+        cum = sum(
+            v[3] for (f, _, fn), v in stats.items() if f.endswith(file_part) and fn == fn_name
+        )
+        entry[label] = cum / total
+    top = sorted(
+        ((v[2], f"{short(f)}:{fn}") for (f, _, fn), v in stats.items() if "poll' of" not in fn),
+        reverse=True,
+    )[:20]
+    modules = sorted(by_module.items(), key=lambda kv: -kv[1])[:20]
+    text = [f"busy {total:.2f} s (idle in epoll excluded); inclusive shares:"]
+    text += [f"{share * 100:5.1f}%  {label}" for label, share in entry.items()]
+    text += ["own time by module:"] + [f"{t / total * 100:5.1f}%  {m}" for m, t in modules]
+    text += ["own time by function:"] + [f"{t / total * 100:5.1f}%  {name}" for t, name in top]
+    return {
+        "busy_s": total,
+        "inclusive": entry,
+        "modules": {m: t / total for m, t in modules},
+        "functions": {name: t / total for t, name in top},
+        "text": text,
+    }
 
 
 def gate(counted: float | None, target: float, overall: float) -> dict[str, Any]:

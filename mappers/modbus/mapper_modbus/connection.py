@@ -24,7 +24,7 @@ import random
 import weakref
 from collections import Counter
 from collections.abc import Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from mapper_modbus import transport
@@ -84,15 +84,19 @@ class LinkStats:
     exceptions: int = 0
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class _Job:
     priority: int
     seq: int
-    op: Op = field(compare=False)
-    timeout: float = field(compare=False)
-    retries: int = field(compare=False)
-    future: asyncio.Future[bytes] = field(compare=False)
-    probe: bool = field(default=False, compare=False)  # a retry: passes its unit's backoff
+    op: Op
+    timeout: float
+    retries: int
+    future: asyncio.Future[bytes]
+    probe: bool = False  # a retry: passes its unit's backoff
+
+    def entry(self) -> tuple[int, int, _Job]:
+        """The queue entry: (priority, seq) compare as a C tuple; seq is unique."""
+        return (self.priority, self.seq, self)
 
 
 class _UnitGate:
@@ -139,7 +143,7 @@ class Link:
         self.refs = 0
         self.stats = LinkStats()
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = asyncio.PriorityQueue()
         self._seq = itertools.count()
         self._clients: list[Client] = []
         self._down: str | None = "not connected yet"
@@ -161,7 +165,12 @@ class Link:
 
     @property
     def connected(self) -> bool:
-        return self._down is None and all(transport.is_connected(c) for c in self._clients)
+        if self._down is not None:
+            return False
+        for client in self._clients:  # noqa: SIM110 - no generator: asked on every read
+            if not transport.is_connected(client):
+                return False
+        return True
 
     def attach(self, unit: int) -> None:
         self._units[unit] += 1
@@ -216,7 +225,7 @@ class Link:
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._mark_down("link closed")
         while not self._queue.empty():
-            _fail(self._queue.get_nowait().future, DeviceConnectError(f"{self.name} closed"))
+            _fail(self._queue.get_nowait()[2].future, DeviceConnectError(f"{self.name} closed"))
 
     def _mark_down(self, reason: str) -> None:
         self._down = reason
@@ -235,7 +244,9 @@ class Link:
         """Queue ``op``; the future gives its data or a ``DriverError``. Cancel it to drop it."""
         future: asyncio.Future[bytes] = self._loop.create_future()
         priority = WRITE if write else READ
-        self._queue.put_nowait(_Job(priority, next(self._seq), op, timeout, retries, future))
+        self._queue.put_nowait(
+            _Job(priority, next(self._seq), op, timeout, retries, future).entry()
+        )
         return future
 
     async def request(
@@ -254,7 +265,7 @@ class Link:
 
     async def _work(self, slot: int) -> None:
         while True:
-            job = await self._queue.get()
+            job = (await self._queue.get())[2]
             if job.future.done():  # the caller gave up while it waited
                 continue
             try:
@@ -283,7 +294,8 @@ class Link:
             raise DeviceTimeoutError(
                 f"unit {unit} on {self.name} stopped answering; next try in {wait:.1f} s"
             )
-        await self._quiet()
+        if self._gap:
+            await self._quiet()
         self.stats.requests += 1
         try:
             async with asyncio.timeout(job.timeout):
@@ -302,7 +314,8 @@ class Link:
         except BadReply as exc:
             raise DeviceProtocolError(f"unit {unit} on {self.name}: {exc}") from exc
         finally:
-            self._last_frame = self._loop.time()
+            if self._gap:  # only serial links keep a silent gap between frames
+                self._last_frame = self._loop.time()
         self._answered(unit)
         return data
 
@@ -318,8 +331,10 @@ class Link:
 
     def _answered(self, unit: int) -> None:
         self._timeouts_in_row = 0
-        self._silent_units.clear()
-        self._gates.pop(unit, None)
+        if self._silent_units:
+            self._silent_units.clear()
+        if self._gates:
+            self._gates.pop(unit, None)
 
     def _timed_out(self, job: _Job) -> None:
         unit = job.op.unit
@@ -332,7 +347,7 @@ class Link:
         if job.retries > 0:
             # At the back of its priority, so every request already waiting goes first.
             retry = replace(job, seq=next(self._seq), retries=job.retries - 1, probe=True)
-            self._queue.put_nowait(retry)
+            self._queue.put_nowait(retry.entry())
             return
         raise DeviceTimeoutError(
             f"unit {unit} on {self.name} did not answer within {job.timeout:g} s"

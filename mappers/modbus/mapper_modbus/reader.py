@@ -74,6 +74,8 @@ class _Block:
     request: ReadRequest
     decoder: BlockDecoder
     slots: tuple[int, ...]
+    op: Op  # the request as sent, built once per plan
+    key: tuple[int, int, int]  # ``_range_key(request)``
     raw: bytes | None = None
     values: list[Value] = field(default_factory=list)
 
@@ -136,7 +138,7 @@ class BlockReader:
     # -- planning -------------------------------------------------------------------------
 
     def _plan(self, points: Sequence[BoundProperty]) -> _Plan:
-        key = tuple(point.index for point in points)
+        key = tuple([point.index for point in points])
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -160,23 +162,34 @@ class BlockReader:
         slots = tuple(cast(int, item.key) for item in request.items)
         codecs = [c for slot in slots if isinstance(c := specs[slot].codec, PointCodec)]
         assert len(codecs) == len(slots), "the planner only gets readable properties"
-        return _Block(request, BlockDecoder(request.address, request.count, codecs), slots)
+        r = request
+        op = Op(r.function, r.unit, r.address, r.count)
+        decoder = BlockDecoder(r.address, r.count, codecs)
+        return _Block(request, decoder, slots, op, _range_key(r))
 
     # -- requests -------------------------------------------------------------------------
 
     async def _fetch(self, wave: list[_Block]) -> list[bytes | DriverError]:
         """Send every block at once (the link orders them); one reply or error per block."""
+        refused = self._refused
+        if len(wave) == 1 and not refused:  # the common case: no gather, no bookkeeping
+            future = self.link.submit(wave[0].op, timeout=self._timeout, retries=self._retries)
+            try:
+                outcome: bytes | BaseException = await future
+            except Exception as exc:  # as gather(return_exceptions=True) would give it
+                outcome = exc
+            finally:
+                future.cancel()
+            return [self._outcome(outcome)]
         now = asyncio.get_running_loop().time()
         replies: list[bytes | DriverError | None] = [None] * len(wave)
         futures: dict[int, asyncio.Future[bytes]] = {}
         for n, block in enumerate(wave):
-            refused = self._refused.get(_range_key(block.request))
-            if refused is not None and refused[0] > now:
-                replies[n] = refused[1]
+            known = refused.get(block.key) if refused else None
+            if known is not None and known[0] > now:
+                replies[n] = known[1]
                 continue
-            r = block.request
-            op = Op(r.function, r.unit, r.address, r.count)
-            futures[n] = self.link.submit(op, timeout=self._timeout, retries=self._retries)
+            futures[n] = self.link.submit(block.op, timeout=self._timeout, retries=self._retries)
         try:
             outcomes = await asyncio.gather(*futures.values(), return_exceptions=True)
         finally:
@@ -227,7 +240,7 @@ class BlockReader:
                 return [self._compile(request, specs) for request in smaller]
             error = _refused_error(block.request, error.code)
             until = asyncio.get_running_loop().time() + RECHECK_REFUSED_S
-            self._refused[_range_key(block.request)] = (until, error)
+            self._refused[block.key] = (until, error)
         _fill(results, block.slots, error)
         return []
 
