@@ -24,7 +24,7 @@ from mapper_gateway.gateway import Gateway
 from mapper_sdk.virtual import VirtualDriver
 
 from .browser.webdriver import Page, chromium
-from .kit import TOKEN, asgi_client, free_port, make_settings, served, wait_until
+from .kit import TOKEN, asgi_client, device_yaml, free_port, make_settings, served, wait_until
 
 DEVICE = "default/thermo-1"
 CARD = f'[data-device="{DEVICE}"]'
@@ -197,7 +197,7 @@ async def test_live_values_sparklines_and_writes_in_chromium(
 
 
 async def test_a_write_without_token_asks_for_it_and_the_token_field_works(
-    gateway: Gateway, page: Page
+    gateway: Gateway, page: Page, devices_dir: Path
 ) -> None:
     simulated = VirtualDriver.world.device(DEVICE)
     async with served(gateway) as base:
@@ -221,5 +221,37 @@ async def test_a_write_without_token_asks_for_it_and_the_token_field_works(
         await page.click(prop("mode", "button"))
         await page.wait_for(f"document.querySelector('{result}').dataset.kind === 'ok'")
         await wait_until(lambda: ("mode", "manual") in simulated.writes)
+
+        # Devices come and go with their files; a device's state is pushed too.
+        count = "document.querySelectorAll('[data-device]').length"
+        (devices_dir / "thermo-2.yaml").write_text(device_yaml("thermo-2"))
+        await page.wait_for(f"{count} === 2")
+        (devices_dir / "thermo-2.yaml").unlink()
+        await page.wait_for(f"{count} === 1")
+        simulated.online = False
+        await page.wait_for(f"{js_text(CARD + ' .state')} !== 'online'")
+
         assert await page.console_errors() == []
+        await page.close_page()
+
+
+async def test_an_exposed_gateway_asks_for_the_token_once_without_retrying(
+    exposed: Gateway, page: Page
+) -> None:
+    # The guard of `exposed` requires the token for reads; it is served on loopback here.
+    async with served(exposed) as base:
+        await page.goto(f"{base}/")
+        notice = await page.wait_for(
+            "document.getElementById('auth').open && document.getElementById('notice').textContent"
+        )
+        assert "unauthorized" in notice
+        assert await page.wait_for(f"{js_text('#conn')} === 'Disconnected'")
+        failures = exposed.guard.failures
+        assert failures <= 2  # the stream and the list, each once: no retry loop
+        await page.type_into("#token", TOKEN)
+        await page.click("#token-form button[type=submit]")
+        await page.wait_for(f"{js_text(CARD + ' .state')} === 'online'")
+        assert await page.wait_for(f"{js_text('#conn')} === 'Live'")
+        assert await page.run("return document.getElementById('notice').hidden") is True
+        assert exposed.guard.failures == failures
         await page.close_page()
