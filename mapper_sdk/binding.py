@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +163,16 @@ visitor configData on every device: sharing one frozen object per distinct confi
 validation and ~700 bytes per property. Entries vanish with the last device using them."""
 
 
+_BOUND_PROPERTIES: OrderedDict[
+    tuple[int, int, int, DriverClass | None, str],
+    tuple[weakref.ref[DeviceProperty], BoundProperty],
+] = OrderedDict()
+"""Bound properties by (property object, model property, position, driver, protocol). The
+loader makes identical property blocks one object, so a templated fleet binds each block
+once; the weak reference proves the property object is the same one, not a reused id."""
+_BOUND_PROPERTIES_MAX = 4096
+
+
 def _share_key(
     model_cls: type[BaseModel], data: dict[str, Any]
 ) -> tuple[type[BaseModel], bytes] | None:
@@ -240,8 +251,26 @@ class _Binder:
         return ms
 
     def bind_property(self, index: int, prop: DeviceProperty) -> BoundProperty | None:
-        path: Path = ("spec", "properties", index)
         model_prop = self.model.property(prop.name)
+        protocol = self.device.spec.protocol.protocol_name
+        key = (id(prop), id(model_prop), index, self.driver, protocol)
+        cached = _BOUND_PROPERTIES.get(key)
+        if cached is not None and cached[0]() is prop and cached[1].model is model_prop:
+            _BOUND_PROPERTIES.move_to_end(key)
+            return cached[1]
+        problems = len(self.problems)
+        bound = self._bind_property(index, prop, model_prop)
+        if bound is not None and len(self.problems) == problems:
+            # Only a clean result is shared: a warning must be reported for every device.
+            _BOUND_PROPERTIES[key] = (weakref.ref(prop), bound)
+            if len(_BOUND_PROPERTIES) > _BOUND_PROPERTIES_MAX:
+                _BOUND_PROPERTIES.popitem(last=False)
+        return bound
+
+    def _bind_property(
+        self, index: int, prop: DeviceProperty, model_prop: ModelProperty | None
+    ) -> BoundProperty | None:
+        path: Path = ("spec", "properties", index)
         if model_prop is None:
             known = ", ".join(p.name for p in self.model.spec.properties) or "none"
             self.error(
@@ -398,11 +427,38 @@ def fingerprint(device: Device, model: DeviceModel) -> str:
 
     Desired values are excluded: a new desired value is a write, not a restart.
     """
-    spec = device.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    for prop in spec.get("properties", []):
-        prop.pop("desired", None)
-    payload = {
-        "spec": spec,
-        "model": model.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
+    spec = device.spec.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude={"properties"}
+    )
+    spec["properties"] = [_cached_dump(prop, _property_dump) for prop in device.spec.properties]
+    payload = {"spec": spec, "model": _cached_dump(model, _model_dump)}
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _property_dump(prop: BaseModel) -> dict[str, Any]:
+    dumped = prop.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped.pop("desired", None)
+    return dumped
+
+
+def _model_dump(model: BaseModel) -> dict[str, Any]:
+    assert isinstance(model, DeviceModel)
+    return model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_DUMPS: OrderedDict[int, tuple[weakref.ref[BaseModel], dict[str, Any]]] = OrderedDict()
+_DUMPS_MAX = 4096
+
+
+def _cached_dump(obj: BaseModel, dump: Callable[[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+    """``dump(obj)``, computed once per (frozen) object: devices of one template share their
+    property objects and model, and every apply fingerprints every device."""
+    cached = _DUMPS.get(id(obj))
+    if cached is not None and cached[0]() is obj:
+        _DUMPS.move_to_end(id(obj))
+        return cached[1]
+    dumped = dump(obj)
+    _DUMPS[id(obj)] = (weakref.ref(obj), dumped)
+    if len(_DUMPS) > _DUMPS_MAX:
+        _DUMPS.popitem(last=False)
+    return dumped
