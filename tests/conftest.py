@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,3 +28,15 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     finally:
         broker.resume()
         broker.stop()
+
+
+# --- leaks are reported by the test that caused them ---------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage after every test, so an unclosed socket or file (a ResourceWarning,
+    an error under ``filterwarnings = error``) fails the test that leaked it instead of
+    whichever later test happens to trigger the collection."""
+    yield
+    gc.collect()
