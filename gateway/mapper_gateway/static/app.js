@@ -286,11 +286,11 @@
     const head = el('div', { class: 'prop-head' });
     const info = [p.type, p.writable ? 'writable' : 'read-only', rangeText(p)].filter(Boolean);
     head.append(
-      el('span', { class: 'prop-name', id: `${id}-n` }, p.name),
+      el('span', { class: 'prop-name' }, p.name),
       el('span', { class: 'prop-info' }, info.join(' · ')),
     );
     const reading = el('div', { class: 'reading' });
-    const valueEl = el('span', { class: 'value', 'aria-labelledby': `${id}-n` });
+    const valueEl = el('span', { class: 'value' });
     reading.append(valueEl);
     if (p.unit) reading.append(el('span', { class: 'unit' }, p.unit));
     const timeEl = el('time', { class: 'when' });
