@@ -23,6 +23,7 @@ from mapper_gateway.dashboard import STATIC, redact
 from mapper_gateway.gateway import Gateway
 from mapper_sdk.virtual import VirtualDriver
 
+from .browser import webdriver
 from .browser.webdriver import Page, chromium
 from .kit import TOKEN, asgi_client, device_yaml, free_port, make_settings, served, wait_until
 
@@ -119,6 +120,16 @@ async def test_the_access_log_never_holds_the_token(
 
 
 # -- in Chromium ----------------------------------------------------------------------------
+
+
+def test_a_missing_chromium_skips_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webdriver, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Debian packages chromium "):
+        webdriver.require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="Debian packages chromium "):
+        webdriver.require_chromium()
 
 
 @pytest.fixture
