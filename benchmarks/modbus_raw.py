@@ -46,13 +46,18 @@ def emit(event: str, **data: Any) -> None:
 class LoopMqtt:
     """A paho client driven by the asyncio loop (add_reader/add_writer), no network thread."""
 
-    def __init__(self, client_id: str, on_message: Callable[[mqtt.MQTTMessage], None] | None):
+    def __init__(
+        self,
+        client_id: str,
+        on_message: Callable[[mqtt.MQTTMessage], None] | None,
+        max_inflight: int = 100,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.connected = asyncio.Event()
         c = self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv311
         )
-        c.max_inflight_messages_set(100)
+        c.max_inflight_messages_set(max_inflight)  # the mapper's MqttSettings.max_inflight
         c.on_socket_open = lambda cl, ud, sock: self.loop.add_reader(sock, cl.loop_read)
         c.on_socket_close = lambda cl, ud, sock: self.loop.remove_reader(sock)
         c.on_socket_register_write = lambda cl, ud, sock: self.loop.add_writer(sock, cl.loop_write)
@@ -125,7 +130,8 @@ class Raw:
                 raise SystemExit(f"cannot connect to the simulator on port {port}")
             self.clients[port] = client
         on_message = self.on_delta if wd else None
-        self.mqtt = LoopMqtt(f"raw-{self.mode}-{random.randrange(1 << 30)}", on_message)
+        client_id = f"raw-{self.mode}-{random.randrange(1 << 30)}"
+        self.mqtt = LoopMqtt(client_id, on_message, int(self.spec.get("max_inflight", 100)))
         await self.mqtt.connect(self.spec["mqtt_port"])
         if wd:
             topic = f"$hw/events/device/default/{wd['name']}/twin/update/delta"
