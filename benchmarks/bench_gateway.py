@@ -54,37 +54,47 @@ spec:
 
 
 def write_devices(directory: Path, count: int) -> None:
+    """One model and ``count`` Device files in the block style of the repository's samples;
+    each property's step is one of three values, so the fleet is templated but not uniform."""
     model = MODEL + "".join(
         f"    - {{name: p{i}, type: FLOAT, accessMode: ReadWrite, minimum: '0', maximum: '100'}}\n"
         for i in range(PROPS)
     )
     (directory / "model.yaml").write_text(model)
-    props = "".join(
-        f"""\
-    - name: p{i}
-      visitors:
-        protocolName: virtual
-        configData: {{kind: random_walk, value: 50, min: 0, max: 100, step: 1}}
-      collectCycle: 1000
-      reportCycle: 1000
-      reportToCloud: true
-"""
-        for i in range(PROPS)
-    )
     for n in range(count):
-        (directory / f"device-{n:05d}.yaml").write_text(
-            f"""\
-apiVersion: devices.kubeedge.io/v1beta1
-kind: Device
-metadata: {{name: device-{n:05d}, namespace: default}}
-spec:
-  deviceModelRef: {{name: bench-model}}
-  protocol:
-    protocolName: virtual
-    configData: {{seed: {n + 1}}}
-  properties:
-{props}"""
-        )
+        lines = [
+            "apiVersion: devices.kubeedge.io/v1beta1",
+            "kind: Device",
+            "metadata:",
+            f"  name: device-{n:05d}",
+            "  namespace: default",
+            "  labels:",
+            f"    site: plant-{n % 7}",
+            "spec:",
+            "  deviceModelRef:",
+            "    name: bench-model",
+            "  protocol:",
+            "    protocolName: virtual",
+            "    configData:",
+            f"      seed: {n + 1}",
+            "  properties:",
+        ]
+        for i in range(PROPS):
+            lines += [
+                f"    - name: p{i}",
+                "      visitors:",
+                "        protocolName: virtual",
+                "        configData:",
+                "          kind: random_walk",
+                "          value: 50",
+                "          min: 0",
+                "          max: 100",
+                f"          step: {(0.5, 1, 2)[(n + i) % 3]}",
+                "      collectCycle: 1000",
+                "      reportCycle: 1000",
+                "      reportToCloud: true",
+            ]
+        (directory / f"device-{n:05d}.yaml").write_text("\n".join(lines) + "\n")
 
 
 def free_port() -> int:
