@@ -156,7 +156,8 @@ class Gateway:
                 self.links[protocol] = link
                 owned[f"dmi:{protocol}"] = link
         broadcast: list[EventBus] = [self.mqtt] if self.mqtt is not None else []
-        return RoutingBus(broadcast, owned, sources.owner.get)
+        # A lambda, not sources.owner.get: every apply replaces the owner dict.
+        return RoutingBus(broadcast, owned, lambda ref: sources.owner.get(ref))
 
     def _dmi_protocols(self) -> list[str]:
         wanted = self.settings.dmi_protocols or self.registry.names()
