@@ -28,6 +28,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         title="mapper-gateway",
         version=__version__,
         description="KubeEdge-compatible device gateway: devices, properties, writes, events.",
+        # Served by api/docs.py behind the read guard instead of FastAPI's open defaults.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.gateway = gateway
     app.state.metrics = make_registry(gateway)

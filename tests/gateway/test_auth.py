@@ -18,6 +18,8 @@ from .kit import AUTH, TOKEN, asgi_client, make_settings
 WRITE = "/api/v1/devices/default/thermo-1/properties/mode"
 READS = [
     "/readyz",
+    "/openapi.json",
+    "/docs",
     "/metrics",
     "/api/v1/devices",
     "/api/v1/devices/default/thermo-1",

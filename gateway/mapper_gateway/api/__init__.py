@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mapper_gateway.api import devices, events, health, meta, metrics, models
+from mapper_gateway.api import devices, docs, events, health, meta, metrics, models
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -13,4 +13,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     meta.router,
     events.router,
     metrics.router,
+    docs.router,
 )
