@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mapper_sdk import BoundDevice, DeviceRef, DeviceState, EventBus, TwinReport
@@ -32,7 +32,6 @@ class Subscriber:
     queue: asyncio.Queue[Event]
     device: str | None = None
     dropped: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class EventHub:

@@ -11,6 +11,7 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 
+from mapper_gateway.events import Event, EventHub
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.sources import DeviceSources
 from mapper_sdk import DeviceRef, MapperRuntime
@@ -132,3 +133,18 @@ async def test_sources_only_touch_their_own_devices() -> None:
         await dmi.apply([])  # EdgeCore removed everything: only its own device stops
         assert set(runtime.devices) == {a.ref, b.ref}
         assert not await dmi.remove(a.ref)
+
+
+def test_a_slow_event_client_loses_its_oldest_events_counted() -> None:
+    hub = EventHub(queue_size=3)
+    slow, other = hub.subscribe(), hub.subscribe("default/b")
+    for n in range(5):
+        hub.publish("default/a", lambda n=n: Event("twins", {"n": n}))
+    assert [slow.queue.get_nowait().data["n"] for _ in range(3)] == [2, 3, 4]
+    assert (slow.dropped, hub.dropped_total) == (2, 2)
+    assert other.queue.empty()  # filtered to another device: nothing queued, nothing dropped
+    hub.unsubscribe(slow)
+    hub.unsubscribe(other)
+    built = []
+    hub.publish("default/a", lambda: built.append(1) or Event("twins", {}))
+    assert built == []  # nobody listens: the event is not even built
