@@ -26,7 +26,7 @@ import watchfiles
 
 from mapper_gateway.broker import EmbeddedBroker
 from mapper_gateway.events import EventHub, TapBus
-from mapper_gateway.files import DeviceFiles
+from mapper_gateway.files import DeviceFiles, gc_paused
 from mapper_gateway.routing import RoutingBus
 from mapper_gateway.security import ApiToken, FailureLimiter, Guard
 from mapper_gateway.settings import GatewaySettings
@@ -189,7 +189,8 @@ class Gateway:
         # In a worker thread: 10,000 files take seconds, and /healthz must answer meanwhile.
         await asyncio.to_thread(files.load_all)
         self._log_problems(files, set(files.files))
-        await self._apply_files()
+        with gc_paused():  # starting 10,000 supervisors is another million objects
+            await self._apply_files()
         trim_heap()
         self._loaded.set()
         async for _ in watchfiles.awatch(
