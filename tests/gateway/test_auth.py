@@ -153,3 +153,27 @@ async def test_large_bodies_are_refused_before_they_are_read(
     chunked = await client.put(WRITE, content=chunks(), headers=AUTH)
     assert chunked.status_code == 413
     assert [r["result"] for r in audit_records(caplog)] == ["too_large", "too_large"]
+
+
+def test_the_token_comes_from_env_file_or_is_generated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mapper_gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("MAPPER_GATEWAY_TOKEN", "from-env")
+    token, shown = ApiToken.resolve(GatewaySettings.load({}))
+    assert token.matches("from-env")
+    assert shown is None  # a configured token is never printed
+    monkeypatch.delenv("MAPPER_GATEWAY_TOKEN")
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    secret.chmod(0o600)
+    token, shown = ApiToken.resolve(GatewaySettings.load({"token_file": secret}))
+    assert token.matches("from-file")
+    assert shown is None
+    token, shown = ApiToken.resolve(GatewaySettings.load({}))
+    assert shown is not None
+    assert len(shown) >= 32
+    assert token.generated
+    assert token.matches(shown)
+    assert not token.matches(shown + "x")
