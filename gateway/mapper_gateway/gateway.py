@@ -193,10 +193,16 @@ class Gateway:
             await self._apply_files()
         trim_heap()
         self._loaded.set()
-        async for _ in watchfiles.awatch(
-            files.directory, debounce=WATCH_DEBOUNCE_MS, step=50, recursive=True
-        ):
-            await self.reload()
+        await self._watch(files)
+
+    async def _watch(self, files: DeviceFiles) -> None:
+        try:
+            async for _ in watchfiles.awatch(
+                files.directory, debounce=WATCH_DEBOUNCE_MS, step=50, recursive=True
+            ):
+                await self.reload()
+        except Exception:  # the devices keep running; only hot reload is lost
+            log.exception("watching %s failed; changes are no longer reloaded", files.directory)
 
     async def reload(self) -> None:
         """Load what changed in the devices directory and apply it (also called by tests)."""
@@ -274,6 +280,7 @@ class Gateway:
             self._members_file().write_bytes(orjson.dumps(sorted(self.members)))
         if self.files is not None and self.loaded:
             task = asyncio.get_running_loop().create_task(self._apply_files())
+            self._tasks = [t for t in self._tasks if not t.done()]
             self._tasks.append(task)
 
     # -- state, for the API ------------------------------------------------------------------
