@@ -346,9 +346,9 @@ def emit(event: str, **data: Any) -> None:
 def saturate_schedules() -> None:
     """Back-to-back polling: every schedule's period becomes 1 µs, so a device reads again as soon
     as its previous cycle is published (one event-loop turn in between). Benchmark-only."""
-    from mapper_sdk import _supervisor
+    from mapper_sdk._scheduler import Schedule  # the class the supervisors build schedules with
 
-    build = _supervisor.Schedule.build
+    build = Schedule.build
 
     def fast(points: Any, start: float, offset: float) -> Any:
         schedule = build(points, start, 0.0)
@@ -356,7 +356,7 @@ def saturate_schedules() -> None:
             group.period = 1e-6
         return schedule
 
-    _supervisor.Schedule.build = fast  # type: ignore[method-assign]
+    Schedule.build = fast  # type: ignore[method-assign]
 
 
 async def child_ours(spec: dict[str, Any]) -> None:
@@ -1126,7 +1126,7 @@ def bench_steady(args: argparse.Namespace, prof: Profile) -> dict[str, Any]:
     """1,000 x 10 at 1 Hz: raw, ours, and ours with gc.freeze() after start-up (what the SDK
     would gain from freezing its start-up heap); B4 writes under that load after each."""
     layout = parse_layout("1000x10", args.endpoints)
-    b4 = {"direct": True, "singles": prof.b4_singles, "bursts": prof.b4_bursts}
+    b4: dict[str, Any] = {"direct": True, "singles": prof.b4_singles, "bursts": prof.b4_bursts}
     b4["gap_s"] = [0.01, 0.03]
     variants: list[tuple[str, str, dict[str, Any]]] = [("raw", "raw", {}), ("ours", "ours", {})]
     if prof.variants:
@@ -1196,7 +1196,7 @@ def b4_gates(writes: dict[str, Any], *, loaded: bool) -> dict[str, Any]:
 
 
 def bench_b4_idle(args: argparse.Namespace, prof: Profile, *, nodelay: bool) -> dict[str, Any]:
-    b4 = {"direct": True, "singles": prof.b4_singles, "bursts": prof.b4_bursts}
+    b4: dict[str, Any] = {"direct": True, "singles": prof.b4_singles, "bursts": prof.b4_bursts}
     b4["gap_s"] = [0.01, 0.03]
 
     def body(world: World, devices: list[Any], writer: Any) -> Any:

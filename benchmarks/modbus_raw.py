@@ -59,13 +59,19 @@ class LoopMqtt:
         )
         c.max_inflight_messages_set(max_inflight)  # the mapper's MqttSettings.max_inflight
         c.on_socket_open = lambda cl, ud, sock: self.loop.add_reader(sock, cl.loop_read)
-        c.on_socket_close = lambda cl, ud, sock: self.loop.remove_reader(sock)
+        c.on_socket_close = self._closed
         c.on_socket_register_write = lambda cl, ud, sock: self.loop.add_writer(sock, cl.loop_write)
-        c.on_socket_unregister_write = lambda cl, ud, sock: self.loop.remove_writer(sock)
+        c.on_socket_unregister_write = self._unregister_write
         c.on_connect = lambda *a: self.connected.set()
         if on_message is not None:
             c.on_message = lambda cl, ud, msg: on_message(msg)
         self._misc: asyncio.TimerHandle | None = None
+
+    def _closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self.loop.remove_reader(sock)
+
+    def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self.loop.remove_writer(sock)
 
     async def connect(self, port: int) -> None:
         self.client.connect(HOST, port, 30)

@@ -93,7 +93,7 @@ async def start_pymodbus(server: dict[str, Any], spec: dict[str, Any], counters:
             [SimData(0, values=list(images[0]), datatype=DataType.REGISTERS)],
             [SimData(0, values=list(images[0]), datatype=DataType.REGISTERS)],
         )
-        devices.append(SimDevice(id=unit, simdata=blocks, action=poll_action))  # type: ignore[arg-type]
+        devices.append(SimDevice(id=unit, simdata=blocks, action=poll_action))
     for unit_text, registers in server.get("write_units", {}).items():
         unit = int(unit_text)
 
@@ -116,7 +116,7 @@ async def start_pymodbus(server: dict[str, Any], spec: dict[str, Any], counters:
             [SimData(0, values=list(zeros), datatype=DataType.REGISTERS)],
             [SimData(0, values=list(zeros), datatype=DataType.REGISTERS)],
         )
-        devices.append(SimDevice(id=unit, simdata=blocks, action=write_action))  # type: ignore[arg-type]
+        devices.append(SimDevice(id=unit, simdata=blocks, action=write_action))
 
     def trace(sending: bool, pdu: Any) -> Any:
         if not sending:
