@@ -15,6 +15,7 @@ into the Device (or the model, when ``in_model`` is set) so the loader can add f
 from __future__ import annotations
 
 import hashlib
+import re
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -39,6 +40,9 @@ from mapper_sdk.models import (
 
 if TYPE_CHECKING:
     from mapper_sdk.driver import DriverClass
+
+_TWIN_NAME = re.compile(r"[a-zA-Z0-9\-_.,:/@#]{1,128}")
+"""EdgeCore's twin key rule (contract §3.3): property names become twin keys."""
 
 DEFAULT_CYCLE_MS = 1000
 """KubeEdge's framework uses 1 s when a cycle is 0 (unset)."""
@@ -351,6 +355,12 @@ class _Binder:
         protocol = self.check_protocol()
         seen: set[str] = set()
         for index, prop in enumerate(self.device.spec.properties):
+            if not _TWIN_NAME.fullmatch(prop.name):
+                self.error(
+                    ("spec", "properties", index, "name"),
+                    f"{prop.name!r} cannot be a twin name: EdgeCore accepts only 1-128 of "
+                    "a-z A-Z 0-9 - _ . , : / @ # and refuses the whole report otherwise",
+                )
             if prop.name in seen:
                 self.error(
                     ("spec", "properties", index, "name"), f"duplicate property {prop.name!r}"

@@ -143,7 +143,7 @@ class MqttEventBus:
     def publish_twins(self, report: TwinReport) -> None:
         ref = report.ref
         event_id = f"{self._event_prefix}{next(self._event_ids)}"
-        payload = msg.build_twin_report(
+        payload = msg.build_checked_twin_report(  # names checked at bind, values by values.py
             {t.name: (t.value, t.type) for t in report.twins},
             event_id=event_id,
             timestamp=report.timestamp_ms,

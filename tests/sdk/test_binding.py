@@ -236,3 +236,17 @@ def test_fingerprint_ignores_desired_values_only() -> None:
     assert c is not None
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != c.fingerprint()
+
+
+def test_property_names_must_be_valid_twin_keys() -> None:
+    m = model(properties=[{"name": "room temp", "type": "FLOAT"}])
+    d = device(
+        properties=[
+            {"name": "room temp", "visitors": {"configData": {"register": "HR", "offset": 1}}}
+        ]
+    )
+    bound, problems = bind(d, m, StrictDriver)
+    assert bound is None
+    ((path, message),) = errors(problems)
+    assert path == "spec.properties.0.name"
+    assert "cannot be a twin name" in message
