@@ -320,11 +320,41 @@ class DeviceSupervisor:
             await self._wake.wait()
             self._wake.clear()
             while self._inbox:
-                name = next(iter(self._inbox))
-                pending = self._inbox.pop(name)
-                result = await self._apply(driver, pending)
-                if not pending.future.done():
-                    pending.future.set_result(result)
+                batch = list(self._inbox.values())
+                self._inbox.clear()
+                if len(batch) > 1 and await self._apply_many(driver, batch):
+                    continue
+                for pending in batch:  # one at a time, so each gets its own answer
+                    result = await self._apply(driver, pending)
+                    if not pending.future.done():
+                        pending.future.set_result(result)
+
+    async def _apply_many(self, driver: AnyDriver, batch: list[_Pending]) -> bool:
+        """Write several desired values in one driver call (a protocol may merge them, e.g.
+        Modbus FC16); False if the batch failed and must be retried value by value."""
+        writes = [(p.decision.point, p.decision.value) for p in batch]
+        try:
+            async with self._lock, asyncio.timeout(self.settings.write_timeout):
+                await driver.write_many(writes)
+        except DeviceConnectError:
+            for pending in batch:  # keep them for after the reconnect unless newer ones came
+                self._inbox.setdefault(pending.decision.point.name, pending)
+            raise
+        except (DriverError, TimeoutError):
+            return False
+        self.stats.writes_applied += len(batch)
+        points = [p.decision.point for p in batch]
+        with contextlib.suppress(DriverError):  # read-back is best effort; the writes landed
+            results = await self._read(driver, points)
+            loop = asyncio.get_running_loop()
+            self._publish(self.engine.on_readings(points, results, loop.time(), wall_ms()))
+        for pending in batch:
+            decision = pending.decision
+            if not pending.future.done():
+                pending.future.set_result(
+                    WriteResult(WriteStatus.APPLIED, f"{decision.point.name} = {decision.text}")
+                )
+        return True
 
     async def _apply(self, driver: AnyDriver, pending: _Pending) -> WriteResult:
         decision = pending.decision

@@ -125,6 +125,17 @@ class Driver(abc.ABC, Generic[P, V]):
         """Write ``value`` (already checked against the model) to the device."""
         raise UnsupportedOperation(f"the {self.protocol} driver cannot write {point.name!r}")
 
+    async def write_many(self, writes: Sequence[tuple[BoundProperty, Value]]) -> None:
+        """Write several checked values at once; raise if any failed.
+
+        The runtime calls this when several desired values of one device are waiting. The
+        default writes them one by one; a protocol that can merge writes (Modbus FC16)
+        overrides it. On an error the runtime retries the values one by one, so each gets
+        its own answer.
+        """
+        for point, value in writes:
+            await self.write(point, value)
+
     def is_pushed(self, point: BoundProperty) -> bool:
         """True if ``point`` is delivered by ``subscribe`` instead of being polled."""
         return False

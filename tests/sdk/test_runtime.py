@@ -187,3 +187,57 @@ async def test_a_write_queued_while_offline_is_answered_applied_on_reconnect() -
         result = await asyncio.wait_for(future, 5)
         assert result.status is WriteStatus.APPLIED  # not "superseded" by the reconnect
         assert sim.writes == [("setpoint", 11.0)]
+
+
+class BatchingDriver(VirtualDriver):
+    """Records write_many calls; refuses a batch holding the value 13 (to test the fallback)."""
+
+    batches: list[list[tuple[str, object]]] = []
+
+    async def write_many(self, writes):  # type: ignore[no-untyped-def]
+        BatchingDriver.batches.append([(p.name, v) for p, v in writes])
+        if any(v == 13.0 for _, v in writes):
+            from mapper_sdk.errors import DeviceProtocolError
+
+            raise DeviceProtocolError("the device refuses 13")
+        await super().write_many(writes)
+
+
+async def test_waiting_desired_values_are_written_in_one_batch() -> None:
+    BatchingDriver.batches = []
+    model = make_model(
+        "pair",
+        model_property("a", "FLOAT", "ReadWrite"),
+        model_property("b", "FLOAT", "ReadWrite"),
+    )
+    device = make_device("p1", model, {}, {"a": {"kind": "writable"}, "b": {"kind": "writable"}})
+    ref = ref_of(device)
+    sim = VirtualDriver.world.device(ref.id)
+    sim.online = False
+    async with run_devices([(device, model)], drivers=[BatchingDriver]) as (runtime, _):
+        supervisor = runtime.devices[ref]
+        first = supervisor.submit(supervisor.engine.check_desired("a", "1"))
+        second = supervisor.submit(supervisor.engine.check_desired("b", "2"))
+        sim.online = True
+        results = await asyncio.wait_for(asyncio.gather(first, second), 5)
+        assert [r.status for r in results] == [WriteStatus.APPLIED, WriteStatus.APPLIED]
+        assert BatchingDriver.batches == [[("a", 1.0), ("b", 2.0)]]
+        assert sorted(sim.writes) == [("a", 1.0), ("b", 2.0)]
+
+        sim.online = False
+        await asyncio.wait_for(_until_offline(runtime, ref), 5)
+        bad = supervisor.submit(supervisor.engine.check_desired("a", "13"))
+        good = supervisor.submit(supervisor.engine.check_desired("b", "3"))
+        sim.online = True
+        results = await asyncio.wait_for(asyncio.gather(bad, good), 5)
+        # The refused batch is retried value by value: each value gets its own answer.
+        assert [r.status for r in results] == [WriteStatus.APPLIED, WriteStatus.APPLIED]
+        assert BatchingDriver.batches[-1] == [("a", 13.0), ("b", 3.0)]
+        assert sim.writes[-2:] == [("a", 13.0), ("b", 3.0)]
+
+
+async def _until_offline(runtime, ref) -> None:  # type: ignore[no-untyped-def]
+    from mapper_sdk.driver import DeviceState as S
+
+    bus = runtime.bus
+    await bus.wait_for(lambda: runtime.devices[ref].state is S.OFFLINE, 5)
