@@ -7,33 +7,24 @@ records every write.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 from helpers.dmi_emulator import DmiEmulator
+from helpers.dmi_kit import MODEL, connects, edgecore_socket, until
+from helpers.dmi_kit import mapper as dmi_mapper
 
-from mapper_sdk._registry import Registry
 from mapper_sdk._spec_store import SpecStore
 from mapper_sdk.binding import DeviceRef
-from mapper_sdk.dmi.link import DmiLink, DmiSettings
+from mapper_sdk.dmi.link import DmiLink
 from mapper_sdk.driver import DeviceState
 from mapper_sdk.models import Device
 from mapper_sdk.runtime import MapperRuntime
-from mapper_sdk.testing import FAST_SETTINGS, make_device, make_model, model_property, ref_of
+from mapper_sdk.testing import make_device, ref_of
 from mapper_sdk.virtual import SimulatedDevice, VirtualDriver
-
-FAST_DMI = DmiSettings(
-    backoff_base=0.05, backoff_cap=0.3, register_timeout=2.0, call_timeout=2.0, close_timeout=1.0
-)
-MODEL = make_model(
-    "thermo-model",
-    model_property("temp", "FLOAT", "ReadOnly"),
-    model_property("setpoint", "INT", "ReadWrite", minimum="0", maximum="100"),
-)
 
 
 @pytest.fixture(autouse=True)
@@ -58,45 +49,14 @@ def sim(device: Device) -> SimulatedDevice:
     return VirtualDriver.world.device(device.id)
 
 
-def edgecore_socket(tmp_path: Path) -> Path:
-    return tmp_path / "edgecore" / "dmi.sock"
+def mapper(tmp_path: Path) -> AbstractAsyncContextManager[tuple[DmiLink, MapperRuntime]]:
+    """A virtual-protocol mapper whose state directory is ``tmp_path/state``."""
+    return dmi_mapper(tmp_path, state_dir=tmp_path / "state")
 
 
 def store(tmp_path: Path) -> SpecStore:
     """The file the link in ``mapper`` keeps its devices in."""
     return SpecStore(tmp_path / "state" / "specs-dmi-virtual.json")
-
-
-@asynccontextmanager
-async def mapper(tmp_path: Path) -> AsyncIterator[tuple[DmiLink, MapperRuntime]]:
-    """A virtual-protocol mapper whose state directory is ``tmp_path/state``."""
-    registry = Registry()
-    registry.add(VirtualDriver)
-    link = DmiLink(
-        "virtual",
-        registry=registry,
-        mapper_socket=tmp_path / "mapper" / "virtual.sock",
-        edgecore_socket=edgecore_socket(tmp_path),
-        settings=FAST_DMI,
-        state_dir=tmp_path / "state",
-    )
-    runtime = MapperRuntime(link, registry=registry, settings=FAST_SETTINGS, write_wait=2.0)
-    link.attach(runtime)
-    async with runtime:
-        yield link, runtime
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Poll a condition that no event signals (runtime and driver state) until it holds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - nothing to wait on but the condition
-            await asyncio.sleep(0.01)
-
-
-def connects(runtime: MapperRuntime, ref: DeviceRef) -> int:
-    supervisor = runtime.supervisor(ref)
-    assert supervisor is not None
-    return supervisor.stats.connects
 
 
 def working(runtime: MapperRuntime, ref: DeviceRef) -> bool:
