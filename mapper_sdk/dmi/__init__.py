@@ -1,8 +1,13 @@
 """The DMI v1beta1 gRPC link to EdgeCore (KubeEdge >= 1.15), contract §4.
 
 - ``mapper_sdk.dmi.link``: ``DmiLink``, the ``EventBus`` that registers with EdgeCore, serves
-  ``DeviceMapperService`` and sends paced reports;
-- ``mapper_sdk.dmi.convert``: DMI messages <-> the CRD models, pure;
+  ``DeviceMapperService`` and sends paced reports; its parts are ``_servicer`` (the calls
+  EdgeCore makes), ``_wanted`` and ``_reconcile`` (what EdgeCore wants, applied as a diff),
+  ``_autonomy`` (that set kept on disk), ``_registration`` (``MapperRegister``),
+  ``_reporter`` and ``_pacing`` (paced reports), ``_grpc`` (plumbing);
+- ``mapper_sdk.dmi.settings``: ``DmiSettings``, ``DmiStats`` and the constants, without grpc;
+- ``mapper_sdk.dmi.convert``: DMI messages <-> the CRD models, pure (``_config_data``,
+  ``_from_dmi``, ``_to_dmi``);
 - ``mapper_sdk/dmi/api.proto`` and ``_generated/``: the wire definition and its Python code
   (``scripts/gen-dmi``).
 
