@@ -78,7 +78,7 @@ class DeviceRef:
         return self.id
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class BoundProperty:
     """One device property, merged with its model property and ready to run."""
 
@@ -95,6 +95,9 @@ class BoundProperty:
     desired: TwinProperty | None
     index: int  # position in the device, so per-property state can live in flat lists
     twin_type: str  # the metadata.type EdgeCore accepts for this property
+    # The Device's own property block this was bound from; it also keeps that object alive as
+    # long as the bound property is cached, so the cache key's id() cannot be reused.
+    source: DeviceProperty | None = field(default=None, repr=False)
 
     @property
     def writable(self) -> bool:
@@ -167,14 +170,13 @@ visitor configData on every device: sharing one frozen object per distinct confi
 validation and ~700 bytes per property. Entries vanish with the last device using them."""
 
 
-_BOUND_PROPERTIES: OrderedDict[
-    tuple[int, int, int, DriverClass | None, str],
-    tuple[weakref.ref[DeviceProperty], BoundProperty],
-] = OrderedDict()
+_BOUND_PROPERTIES: weakref.WeakValueDictionary[
+    tuple[int, int, int, DriverClass | None, str], BoundProperty
+] = weakref.WeakValueDictionary()
 """Bound properties by (property object, model property, position, driver, protocol). The
 loader makes identical property blocks one object, so a templated fleet binds each block
-once; the weak reference proves the property object is the same one, not a reused id."""
-_BOUND_PROPERTIES_MAX = 4096
+once. Entries vanish with the last device using them, so the cache needs no size limit and
+never thrashes (a fixed-size LRU did, with more distinct blocks than its size)."""
 
 
 def _share_key(
@@ -259,16 +261,13 @@ class _Binder:
         protocol = self.device.spec.protocol.protocol_name
         key = (id(prop), id(model_prop), index, self.driver, protocol)
         cached = _BOUND_PROPERTIES.get(key)
-        if cached is not None and cached[0]() is prop and cached[1].model is model_prop:
-            _BOUND_PROPERTIES.move_to_end(key)
-            return cached[1]
+        if cached is not None and cached.source is prop and cached.model is model_prop:
+            return cached
         problems = len(self.problems)
         bound = self._bind_property(index, prop, model_prop)
         if bound is not None and len(self.problems) == problems:
             # Only a clean result is shared: a warning must be reported for every device.
-            _BOUND_PROPERTIES[key] = (weakref.ref(prop), bound)
-            if len(_BOUND_PROPERTIES) > _BOUND_PROPERTIES_MAX:
-                _BOUND_PROPERTIES.popitem(last=False)
+            _BOUND_PROPERTIES[key] = bound
         return bound
 
     def _bind_property(
@@ -314,6 +313,7 @@ class _Binder:
             desired=prop.desired,
             index=index,
             twin_type=values.twin_type(ptype) if ptype is not PropertyType.STREAM else "string",
+            source=prop,
         )
 
     def bind_visitor(

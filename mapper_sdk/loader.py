@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_args
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -329,10 +329,15 @@ class _Loader:
     # validation
 
     def add(self, into: list[Loaded[T]], cls: type[T], data: Any, source: Source) -> None:
-        obj = self.validate(cls, data, source)
+        if cls is Device:
+            data, fresh = _reuse_properties(data)
+            problems = len(self.problems)
+            obj = self.validate(cls, data, source)
+            if obj is not None and len(self.problems) == problems:
+                _keep_properties(cast(Device, obj), fresh)
+        else:
+            obj = self.validate(cls, data, source)
         if obj is not None:
-            if isinstance(obj, Device):
-                _share_properties(obj, data)
             into.append(Loaded(obj, source))
 
     def validate(self, cls: type[T], data: Any, source: Source) -> T | None:
@@ -467,28 +472,44 @@ _SHARED_PROPERTIES: weakref.WeakValueDictionary[bytes, DeviceProperty] = (
 )
 
 
-def _share_properties(device: Device, data: dict[str, Any]) -> None:
-    """Make identical property blocks of different devices one (frozen) object.
+def _reuse_properties(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[int, bytes]]]:
+    """``data`` with property blocks seen before replaced by their validated objects.
 
     A fleet written from one template repeats each property block (visitors, cycles) on every
-    device; the validated copies are most of a device's memory (about 2 KB per property). Equal
-    input validates to equal objects, so the first one is kept and later equal ones point to it.
-    Entries vanish with the last device using them.
+    device; the validated copies are most of a device's memory (about 2 KB per property) and
+    validating them is most of the time spent on a device. pydantic takes a model instance in
+    place of its input as it is, so equal blocks validate once and become one frozen object.
+    Returns the new data (the input is not changed) and the (index, key) of blocks not seen
+    yet, for ``_keep_properties``.
     """
-    raw = data["spec"]["properties"] if "properties" in data.get("spec", ()) else None
-    properties = device.spec.properties
-    if type(raw) is not list or len(raw) != len(properties):
-        return
+    spec = data.get("spec")
+    raw = spec.get("properties") if type(spec) is dict else None
+    if type(raw) is not list:
+        return data, []
+    properties: list[Any] = []
+    fresh: list[tuple[int, bytes]] = []
     for index, item in enumerate(raw):
         try:
             key = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
         except TypeError:
-            continue  # not JSON-like: keep its own copy
+            properties.append(item)  # not JSON-like: validated, and kept, on its own
+            continue
         shared = _SHARED_PROPERTIES.get(key)
         if shared is None:
-            _SHARED_PROPERTIES[key] = properties[index]
+            fresh.append((index, key))
+            properties.append(item)
         else:
-            properties[index] = shared
+            properties.append(shared)
+    return {**data, "spec": {**spec, "properties": properties}}, fresh
+
+
+def _keep_properties(device: Device, fresh: list[tuple[int, bytes]]) -> None:
+    """Remember the blocks ``device`` validated first (only from a device with no problem, so
+    a reused block never hides a warning that every device using it must get)."""
+    properties = device.spec.properties
+    for index, key in fresh:
+        if index < len(properties):
+            _SHARED_PROPERTIES.setdefault(key, properties[index])
 
 
 def _no_legacy(source: Source) -> Problem:

@@ -623,3 +623,77 @@ def test_garbage_collector_state_is_restored(project: Path) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# --- a templated fleet shares its property blocks ----------------------------------------------
+
+
+def _fleet(count: int, extra: str = "") -> None:
+    for i in range(count):
+        text = DEVICE.replace("name: thermo\n", f"name: thermo-{i}\n")
+        text = text.replace("        collectCycle: 1000\n", f"        collectCycle: 1000\n{extra}")
+        write(f"devices/thermo-{i}.yaml", text)
+    Path("devices/thermo.yaml").unlink()
+
+
+def test_equal_property_blocks_become_one_object(project: Path, registry: Registry) -> None:
+    _fleet(3)
+    write(
+        "devices/thermo-2.yaml",
+        Path("devices/thermo-2.yaml").read_text().replace("register: 2", "register: 7"),
+    )
+    result = load_paths(["models", "devices"])
+    assert result.problems == []
+    first, second, third = (d.obj.spec.properties for d in result.devices)
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    assert first[0] is third[0]
+    assert first[2] is third[2]
+    assert first[1] is not third[1]  # a different block keeps its own object
+    assert third[1].visitors is not None
+    assert third[1].visitors.config_data == {"register": 7}
+    bound, problems = bind_all(result, registry)
+    assert problems == []
+    assert bound[0].properties[0] is bound[1].properties[0]
+    assert bound[0].properties[1] is not bound[2].properties[1]
+    assert [p.visitor.address for p in bound[2].properties] == [1, 7, 3]  # type: ignore[union-attr]
+
+
+def test_a_shared_block_still_warns_in_every_file(project: Path, registry: Registry) -> None:
+    """Reusing a block must not hide per-device warnings: unknown fields (loader) and
+    nanosecond cycles (binding) are reported for each device that has them."""
+    _fleet(2, extra="        colour: blue\n")
+    for i in range(2):
+        path = Path(f"devices/thermo-{i}.yaml")
+        path.write_text(
+            path.read_text().replace("collectCycle: 1000\n", "collectCycle: 2000000000\n")
+        )
+    found = check(registry)
+    for i in range(2):
+        assert (
+            f"devices/thermo-{i}.yaml:15:9: warning: spec.properties[2].colour: "
+            "unknown field (ignored)"
+        ) in found
+        assert any(
+            m.startswith(f"devices/thermo-{i}.yaml:14:9: warning: spec.properties[2].collectCycle")
+            for m in found
+        ), found
+
+
+def test_shared_blocks_are_released_with_their_devices(project: Path, registry: Registry) -> None:
+    from mapper_sdk import binding, loader
+
+    _fleet(2)
+    before = set(loader._SHARED_PROPERTIES.keys()), set(binding._BOUND_PROPERTIES.keys())
+    result = load_paths(["models", "devices"])
+    bound, _ = bind_all(result, registry)
+    assert len(bound) == 2
+    added = (
+        set(loader._SHARED_PROPERTIES.keys()) - before[0],
+        set(binding._BOUND_PROPERTIES.keys()) - before[1],
+    )
+    assert len(added[0]) == 3  # the three property blocks, once each
+    assert len(added[1]) == 3
+    del result, bound
+    gc.collect()
+    assert not added[0] & set(loader._SHARED_PROPERTIES.keys())
+    assert not added[1] & set(binding._BOUND_PROPERTIES.keys())
