@@ -483,7 +483,9 @@ def _reuse_properties(data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[
     yet, for ``_keep_properties``.
     """
     spec = data.get("spec")
-    raw = spec.get("properties") if type(spec) is dict else None
+    if type(spec) is not dict:
+        return data, []
+    raw = spec.get("properties")
     if type(raw) is not list:
         return data, []
     properties: list[Any] = []
