@@ -4,10 +4,15 @@ Devices that name the same TCP endpoint or the same serial port are different un
 one physical link, so they share one ``Link`` from the ``LinkPool`` (ref-counted, one pool per
 event loop). The link's scheduler owns everything about the wire:
 
-- a priority queue where writes jump ahead of polls (FIFO within each);
-- at most ``maxInFlight`` requests outstanding (pymodbus keeps one transaction per client, so
-  each slot is one client; 1 on a serial bus, which carries one transaction at a time);
-- every request under ``asyncio.timeout``; a unit that times out is skipped (its requests fail
+- two queues, writes ahead of polls (FIFO within each);
+- at most ``maxInFlight`` requests outstanding, one per connection (``Channel``); 1 on a
+  serial bus, which carries one transaction at a time. Many devices handle one request per
+  connection at a time (pymodbus's own server among them), so requests are never pipelined;
+- driven by events, not tasks: ``submit`` sends at once when a connection is idle, and each
+  answer sends the next queued request from the callback that delivered it;
+- every request has a deadline. Lean TCP channels (``tcp``) share one timer per link, set for
+  the earliest deadline and re-armed only when it fires; pymodbus channels (``stock``: serial,
+  RTU over TCP, UDP, TLS) time their own. A unit that times out is skipped (its requests fail
   at once) for a capped, jittered interval, and its timed-out request is retried at the back of
   the queue, so a dead slave costs each neighbour's request at most one timeout;
 - on serial, a silent gap between frames (t3.5 of the baud rate unless configured);
@@ -19,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
+import math
 import random
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
-from mapper_modbus import transport
-from mapper_modbus.config import ModbusProtocolConfig
-from mapper_modbus.transport import BadReply, Client, ExceptionReply, LinkLost, Op
+from mapper_modbus import stock, tcp, transport
+from mapper_modbus.channel import BadReply, Channel, ExceptionReply, Job, LinkLost, Op
+from mapper_modbus.config import CommunicateMode, ModbusProtocolConfig
 from mapper_sdk.errors import (
     DeviceConnectError,
     DeviceProtocolError,
@@ -38,8 +43,6 @@ from mapper_sdk.errors import (
 )
 
 __all__ = ["Link", "LinkPool", "LinkStats", "ModbusExceptionError", "exception_name"]
-
-WRITE, READ = 0, 1  # queue priorities: lower goes first
 
 _EXCEPTION_NAMES = {
     1: "illegal function",
@@ -82,21 +85,6 @@ class LinkStats:
     timeouts: int = 0
     skipped: int = 0
     exceptions: int = 0
-
-
-@dataclass(slots=True)
-class _Job:
-    priority: int
-    seq: int
-    op: Op
-    timeout: float
-    retries: int
-    future: asyncio.Future[bytes]
-    probe: bool = False  # a retry: passes its unit's backoff
-
-    def entry(self) -> tuple[int, int, _Job]:
-        """The queue entry: (priority, seq) compare as a C tuple; seq is unique."""
-        return (self.priority, self.seq, self)
 
 
 class _UnitGate:
@@ -142,24 +130,23 @@ class Link:
         self.name = transport.describe(config)
         self.refs = 0
         self.stats = LinkStats()
+        self.lean = config.communicate_mode is CommunicateMode.TCP
+        """Carried by the lean Modbus/TCP client (``tcp``) rather than pymodbus."""
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.PriorityQueue[tuple[int, int, _Job]] = asyncio.PriorityQueue()
-        self._seq = itertools.count()
-        self._clients: list[Client] = []
+        self._slots = 1 if config.communicate_mode.is_serial else config.max_in_flight
+        self._writes: deque[Job] = deque()
+        self._reads: deque[Job] = deque()
+        self._channels: list[Channel] = []
+        self._idle: list[Channel] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._down: str | None = "not connected yet"
         self._connecting = asyncio.Lock()
         self._units: Counter[int] = Counter()
         self._gates: dict[int, _UnitGate] = {}
         self._silent_units: set[int] = set()
         self._timeouts_in_row = 0
-        self._gap = inter_frame_gap(config)
-        self._last_frame = 0.0
         self._rng = random.Random()
-        slots = 1 if config.communicate_mode.is_serial else config.max_in_flight
-        self._workers = [
-            asyncio.create_task(self._work(slot), name=f"modbus {self.name} slot {slot}")
-            for slot in range(slots)
-        ]
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -167,8 +154,8 @@ class Link:
     def connected(self) -> bool:
         if self._down is not None:
             return False
-        for client in self._clients:  # noqa: SIM110 - no generator: asked on every read
-            if not transport.is_connected(client):
+        for channel in self._channels:  # noqa: SIM110 - no generator: asked on every read
+            if not channel.connected:
                 return False
         return True
 
@@ -181,60 +168,59 @@ class Link:
             del self._units[unit]
 
     async def connect(self) -> None:
-        """Open every slot's client unless the link is up; raises ``DeviceConnectError``."""
+        """Open every slot's connection unless the link is up; raises ``DeviceConnectError``."""
         async with self._connecting:  # devices reconnecting together open it once
             if self.connected:
                 return
-            self._close_clients()
-            clients: list[Client] = []
+            self._close_channels()
+            channels: list[Channel] = []
             try:
-                for _ in self._workers:
-                    clients.append(await self._open_one())
+                for _ in range(self._slots):
+                    channels.append(await self._open_one())
             except BaseException:
-                for client in clients:
-                    transport.close_client(client)
+                for channel in channels:
+                    channel.close()
                 raise
-            self._clients, self._down = clients, None
+            self._channels, self._idle, self._down = channels, list(channels), None
             self._timeouts_in_row = 0
             self._silent_units.clear()
             self._gates.clear()  # a new connection gives every unit a fresh chance
 
-    async def _open_one(self) -> Client:
-        timeout = self.config.timeout_s
+    async def _open_one(self) -> Channel:
+        config = self.config
         try:
-            client = transport.open_client(self.config)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise DeviceConnectError(f"{self.name}: {exc}") from exc
-        try:
-            async with asyncio.timeout(timeout):
-                opened = await transport.connect_client(client, self.config)
+            if not self.lean:
+                return await stock.open_channel(self, config, inter_frame_gap(config))
+            async with asyncio.timeout(config.timeout_s):
+                return await tcp.open_channel(self, config.ip or "", config.resolved_port)
         except TimeoutError:
-            opened = False
-        except BaseException:
-            transport.close_client(client)
-            raise
-        if not opened:
-            transport.close_client(client)
-            raise DeviceConnectError(f"cannot connect to {self.name} (within {timeout:g} s)")
-        return client
+            message = f"cannot connect to {self.name} (within {config.timeout_s:g} s)"
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            message = f"cannot connect to {self.name}: {exc}"
+        raise DeviceConnectError(message)
 
     async def close(self) -> None:
-        """Stop the workers, fail what is queued and close the connection."""
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._mark_down("link closed")
-        while not self._queue.empty():
-            _fail(self._queue.get_nowait()[2].future, DeviceConnectError(f"{self.name} closed"))
+        """Fail what is queued or in flight and close the connections."""
+        self._mark_down("link closed", DeviceConnectError(f"{self.name} closed"))
 
-    def _mark_down(self, reason: str) -> None:
+    def _mark_down(self, reason: str, error: DriverError) -> None:
+        """Close the connections; every request queued or in flight fails with ``error``."""
         self._down = reason
-        self._close_clients()
+        in_flight = [channel.job for channel in self._channels if channel.job is not None]
+        self._close_channels()
+        for job in in_flight:
+            _fail(job.future, error)
+        for queue in (self._writes, self._reads):
+            while queue:
+                _fail(queue.popleft().future, error)
 
-    def _close_clients(self) -> None:
-        for client in self._clients:
-            transport.close_client(client)
-        self._clients = []
+    def _close_channels(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        for channel in self._channels:
+            channel.close()
+        self._channels, self._idle = [], []
 
     # -- requests -------------------------------------------------------------------------
 
@@ -243,17 +229,19 @@ class Link:
     ) -> asyncio.Future[bytes]:
         """Queue ``op``; the future gives its data or a ``DriverError``. Cancel it to drop it."""
         future: asyncio.Future[bytes] = self._loop.create_future()
-        priority = WRITE if write else READ
-        self._queue.put_nowait(
-            _Job(priority, next(self._seq), op, timeout, retries, future).entry()
-        )
+        if self._down is not None:
+            _fail(future, DeviceConnectError(f"{self.name}: {self._down}"))
+            return future
+        (self._writes if write else self._reads).append(Job(op, timeout, retries, future, write))
+        if self._idle:
+            self._pump()
         return future
 
     async def request(
         self,
         op: Op,
         *,
-        timeout: float,  # noqa: ASYNC109 - a deadline per attempt, applied by the worker
+        timeout: float,  # noqa: ASYNC109 - a deadline per attempt, applied by the scheduler
         retries: int = 0,
         write: bool = False,
     ) -> bytes:
@@ -263,71 +251,107 @@ class Link:
         finally:
             future.cancel()  # no-op when done; drops the job if the caller was cancelled
 
-    async def _work(self, slot: int) -> None:
-        while True:
-            job = (await self._queue.get())[2]
+    def _pump(self) -> None:
+        """Start queued jobs on idle connections, writes first."""
+        idle, writes, reads = self._idle, self._writes, self._reads
+        now = -1.0
+        while idle and (writes or reads):
+            job = writes.popleft() if writes else reads.popleft()
             if job.future.done():  # the caller gave up while it waited
                 continue
+            if now < 0:
+                now = self._loop.time()
+            if self._gates and not job.probe:
+                gate = self._gates.get(job.op.unit)
+                if gate is not None and now < gate.until:
+                    self.stats.skipped += 1
+                    _fail(job.future, self._skipped(job.op.unit, gate.until - now))
+                    continue
+            channel = idle.pop()
+            self.stats.requests += 1
+            if channel.link_timed:
+                deadline = job.deadline = now + job.timeout
+                if deadline < self._timer_at:
+                    self._arm(deadline)
+            channel.start(job)
+
+    def _skipped(self, unit: int, wait: float) -> DeviceTimeoutError:
+        return DeviceTimeoutError(
+            f"unit {unit} on {self.name} stopped answering; next try in {wait:.1f} s"
+        )
+
+    # -- outcomes (called by the channels) ------------------------------------------------
+
+    def settle(self, channel: Channel, job: Job, outcome: bytes | BaseException) -> None:
+        """A channel's answer or failure for ``job``; the channel is free again."""
+        if self._down is not None:  # the link went down meanwhile
+            _fail(job.future, DeviceConnectError(f"{self.name}: {self._down}"))
+            return
+        self._idle.append(channel)
+        if type(outcome) is bytes:
+            self._answered(job.op.unit)
+            if not job.future.done():
+                job.future.set_result(outcome)
+        else:
             try:
-                data = await self._run(slot, job)
-            except asyncio.CancelledError:  # the link is closing
-                _fail(job.future, DeviceConnectError(f"{self.name} closed"))
-                raise
+                self._failed(channel, job, outcome)
             except DriverError as exc:
                 _fail(job.future, exc)
-            except Exception as exc:  # a bug must fail one request, never stop the worker
-                _fail(job.future, DriverError(f"{self.name}: unexpected {exc!r}"))
-            else:
-                if data is not None and not job.future.done():
-                    job.future.set_result(data)
+        if self._writes or self._reads:
+            self._pump()
 
-    async def _run(self, slot: int, job: _Job) -> bytes | None:
-        """The job's data, ``None`` when it went back into the queue; raises ``DriverError``."""
-        client = self._clients[slot] if slot < len(self._clients) else None
-        if client is None or self._down is not None or not transport.is_connected(client):
-            raise DeviceConnectError(f"{self.name}: {self._down or 'connection lost'}")
+    def channel_lost(self, channel: Channel, job: Job | None, reason: str) -> None:
+        if channel not in self._channels:
+            return  # closed by us: nothing to report
+        error = self._lost(reason)
+        if job is not None:
+            _fail(job.future, error)
+
+    def _failed(self, channel: Channel, job: Job, outcome: bytes | BaseException) -> None:
+        """Raise the ``DriverError`` that fails ``job``; return when it went back in the queue."""
         unit = job.op.unit
-        gate = self._gates.get(unit)
-        if gate is not None and not job.probe and self._loop.time() < gate.until:
-            self.stats.skipped += 1
-            wait = gate.until - self._loop.time()
-            raise DeviceTimeoutError(
-                f"unit {unit} on {self.name} stopped answering; next try in {wait:.1f} s"
-            )
-        if self._gap:
-            await self._quiet()
-        self.stats.requests += 1
-        try:
-            async with asyncio.timeout(job.timeout):
-                data = await transport.execute(client, job.op)
-        except TimeoutError:
-            if not transport.is_connected(client):
-                raise self._lost(f"connection lost waiting for unit {unit}") from None
+        if isinstance(outcome, TimeoutError):
+            if not channel.connected:
+                raise self._lost(f"connection lost waiting for unit {unit}")
             self._timed_out(job)
-            return None
-        except LinkLost as exc:
-            raise self._lost(str(exc)) from exc
-        except ExceptionReply as exc:
+            return
+        if isinstance(outcome, ExceptionReply):
             self._answered(unit)
             self.stats.exceptions += 1
-            raise ModbusExceptionError.answering(exc.code, job.op) from None
-        except BadReply as exc:
-            raise DeviceProtocolError(f"unit {unit} on {self.name}: {exc}") from exc
-        finally:
-            if self._gap:  # only serial links keep a silent gap between frames
-                self._last_frame = self._loop.time()
-        self._answered(unit)
-        return data
+            raise ModbusExceptionError.answering(outcome.code, job.op)
+        if isinstance(outcome, LinkLost):
+            raise self._lost(str(outcome))
+        if isinstance(outcome, BadReply):
+            raise DeviceProtocolError(f"unit {unit} on {self.name}: {outcome}")
+        # a bug must fail one request, never the link
+        raise DriverError(f"{self.name}: unexpected {outcome!r}")
 
-    async def _quiet(self) -> None:
-        if self._gap:
-            wait = self._last_frame + self._gap - self._loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._expire)
+        self._timer_at = deadline
+
+    def _expire(self) -> None:
+        """The link timer: time out the requests past their deadline, re-arm for the next."""
+        self._timer, self._timer_at = None, math.inf
+        now, nearest = self._loop.time(), math.inf
+        for channel in list(self._channels):
+            job = channel.job
+            if job is None or not channel.link_timed or self._down is not None:
+                continue
+            if job.deadline <= now:
+                channel.abandon()  # its answer, should it come, is late and dropped
+                self.settle(channel, job, TimeoutError())
+            else:
+                nearest = min(nearest, job.deadline)
+        if nearest < self._timer_at and self._down is None:
+            self._arm(nearest)
 
     def _lost(self, reason: str) -> DeviceConnectError:
-        self._mark_down(reason)
-        return DeviceConnectError(f"{self.name}: {reason}")
+        error = DeviceConnectError(f"{self.name}: {reason}")
+        self._mark_down(reason, error)
+        return error
 
     def _answered(self, unit: int) -> None:
         self._timeouts_in_row = 0
@@ -336,7 +360,7 @@ class Link:
         if self._gates:
             self._gates.pop(unit, None)
 
-    def _timed_out(self, job: _Job) -> None:
+    def _timed_out(self, job: Job) -> None:
         unit = job.op.unit
         self.stats.timeouts += 1
         self._timeouts_in_row += 1
@@ -345,9 +369,10 @@ class Link:
         if self._timeouts_in_row >= self.DEAD_AFTER and self._silent_units >= set(self._units):
             raise self._lost(f"{self._timeouts_in_row} requests in a row got no answer")
         if job.retries > 0:
-            # At the back of its priority, so every request already waiting goes first.
-            retry = replace(job, seq=next(self._seq), retries=job.retries - 1, probe=True)
-            self._queue.put_nowait(retry.entry())
+            # At the back of its queue, so every request already waiting goes first.
+            job.retries -= 1
+            job.probe = True
+            (self._writes if job.write else self._reads).append(job)
             return
         raise DeviceTimeoutError(
             f"unit {unit} on {self.name} did not answer within {job.timeout:g} s"

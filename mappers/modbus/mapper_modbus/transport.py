@@ -1,6 +1,7 @@
 """pymodbus behind one narrow interface: open a client for a protocol config, run one request.
 
-Nothing else in the package sees a pymodbus type. ``execute`` returns a response's data as the
+Nothing else in the package sees a pymodbus type (``stock`` drives these clients; the lean
+Modbus/TCP client in ``tcp`` needs none). ``execute`` returns a response's data as the
 bytes on the wire (registers big-endian, bits packed as Modbus packs them) or raises
 ``ExceptionReply`` (the device answered with an exception code), ``LinkLost`` or ``BadReply``.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import Hashable
-from dataclasses import dataclass
 from typing import TypedDict
 
 from pymodbus import FramerType
@@ -28,6 +28,7 @@ from pymodbus.client import (
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from mapper_modbus.channel import BadReply, ExceptionReply, LinkLost, Op
 from mapper_modbus.codec import bits_to_bytes, registers_to_bytes
 from mapper_modbus.config import CommunicateMode, ModbusProtocolConfig
 from mapper_modbus.tables import FunctionCode
@@ -61,33 +62,6 @@ _FRAMERS = {
     CommunicateMode.RTU: FramerType.RTU,
     CommunicateMode.ASCII: FramerType.ASCII,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One Modbus request: a read (``count`` items) or a write (``values``)."""
-
-    function: int
-    unit: int
-    address: int
-    count: int
-    values: tuple[int, ...] = ()
-
-
-class ExceptionReply(Exception):
-    """The device answered with a Modbus exception response."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"exception {code:02d}")
-        self.code = code
-
-
-class LinkLost(Exception):
-    """The connection is closed or broke while the request was under way."""
-
-
-class BadReply(Exception):
-    """A response arrived but does not fit the request (short, undecodable)."""
 
 
 def link_key(config: ModbusProtocolConfig) -> Hashable:
