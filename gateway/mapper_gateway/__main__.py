@@ -27,12 +27,22 @@ from mapper_gateway._version import __version__
 from mapper_gateway.app import create_app
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.settings import ENV_PREFIX, GatewaySettings
+from mapper_gateway.tls import check_tls
 from mapper_sdk import ConfigError, Registry
 
 log = logging.getLogger("mapper_gateway")
 
 _SECRET_FIELDS = {"token"}  # never a flag: a command line is visible to every local user
-_METAVARS = {"api": "HOST:PORT", "dmi": "SOCKET", "mqtt_url": "URL", "devices": "DIR"}
+_METAVARS = {
+    "api": "HOST:PORT",
+    "dmi": "SOCKET",
+    "mqtt_url": "URL",
+    "devices": "DIR",
+    "tls_cert": "PEM",
+    "tls_key": "PEM",
+    "audit_file": "FILE",
+    "token_file": "FILE",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +118,13 @@ class _Server(uvicorn.Server):
 
 async def serve(settings: GatewaySettings, *, demo: bool = False, out: TextIO = sys.stdout) -> int:
     """Run until SIGINT or SIGTERM; the devices are stopped after the API."""
+    check_tls(settings)  # before any device starts, so a bad pair fails at once and clearly
+    if not settings.loopback_only and not settings.tls:
+        log.warning(
+            "the API on %s is plain HTTP beyond loopback (--insecure-http): the token and every "
+            "value cross the network in clear; serve HTTPS with --tls-cert and --tls-key",
+            settings.api,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -148,13 +165,15 @@ def _uvicorn_config(settings: GatewaySettings, app: Any) -> uvicorn.Config:
         log_config=None,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=2,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
 
 
 def announce(settings: GatewaySettings, gateway: Gateway, out: TextIO) -> None:
     """Tell the person at the terminal where everything is."""
     host = settings.api_host if ":" not in settings.api_host else f"[{settings.api_host}]"
-    base = f"http://{host}:{settings.api_port}"
+    base = f"{'https' if settings.tls else 'http'}://{host}:{settings.api_port}"
     lines = [f"mapper-gateway {__version__}: API on {base} (OpenAPI: {base}/docs)"]
     if gateway.generated_token is not None:
         lines.append(
@@ -182,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args)
     except (ValidationError, ValueError) as exc:
-        print(f"mapper-gateway: invalid settings: {exc}", file=sys.stderr)
+        print(f"mapper-gateway: invalid settings: {_describe(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -192,6 +211,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mapper-gateway: {exc}", file=sys.stderr)
         return 2
+
+
+def _describe(exc: ValidationError | ValueError) -> str:
+    """The problems, one a line, without the values given: one of them may be a secret."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "\n  " + "\n  ".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ of its own and can be served by uvicorn or driven by an in-process test client a
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
 from mapper_gateway import __version__, dashboard
@@ -18,9 +20,10 @@ from mapper_gateway.api import ROUTERS
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.limits import BodyLimit
 from mapper_gateway.metrics import make_registry
-from mapper_gateway.security import ApiError, Principal, audit
+from mapper_gateway.security import ApiError, Principal
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HTTP_RESULTS = {404: "no_route", 405: "method_not_allowed"}
 
 
 def create_app(gateway: Gateway) -> FastAPI:
@@ -40,8 +43,18 @@ def create_app(gateway: Gateway) -> FastAPI:
     dashboard.install(app)  # the page at / (see dashboard.py)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+
+    def audit_refused(scope: Scope, status: int) -> None:
+        if scope["method"] in WRITE_METHODS:
+            who = Principal("unchecked", _client(scope))
+            result = "too_large" if status == 413 else "bad_request"
+            gateway.audit.record(
+                "write", who, result, method=scope["method"], path=scope["path"], status=status
+            )
+
     app.add_middleware(
-        BodyLimit, max_bytes=gateway.settings.max_body_bytes, on_refused=_audit_refused
+        BodyLimit, max_bytes=gateway.settings.max_body_bytes, on_refused=audit_refused
     )
     return app
 
@@ -59,16 +72,31 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
         who = getattr(request.state, "principal", None) or Principal(
             "unchecked", _client(request.scope)
         )
-        audit("write", who, "invalid", method=request.method, path=request.url.path, status=422)
+        _gateway(request).audit.record(
+            "write", who, "invalid", method=request.method, path=request.url.path, status=422
+        )
     body = {"status": "invalid", "reason": "validation", "message": where}
     return JSONResponse(body, status_code=422)
 
 
-def _audit_refused(scope: Scope, status: int) -> None:
-    if scope["method"] in WRITE_METHODS:
-        who = Principal("unchecked", _client(scope))
-        result = "too_large" if status == 413 else "bad_request"
-        audit("write", who, result, method=scope["method"], path=scope["path"], status=status)
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own refusals (no such route, method not allowed): a write is audited too."""
+    if request.method in WRITE_METHODS:
+        who = Principal("unchecked", _client(request.scope))
+        _gateway(request).audit.record(
+            "write",
+            who,
+            _HTTP_RESULTS.get(exc.status_code, "bad_request"),
+            method=request.method,
+            path=request.url.path,
+            status=exc.status_code,
+        )
+    return await http_exception_handler(request, exc)
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
 
 
 def _client(scope: Scope) -> str:

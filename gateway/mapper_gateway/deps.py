@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from mapper_gateway.gateway import Gateway
-from mapper_gateway.security import ApiError, Principal, audit
+from mapper_gateway.security import ApiError, Principal
 from mapper_sdk import DeviceRef, MapperRuntime
 from mapper_sdk._supervisor import DeviceSupervisor
 
@@ -60,7 +60,7 @@ async def require_write(request: Request, gateway: GatewayDep) -> Principal:
         principal = gateway.guard.check(_bearer(request, allow_query=False), host, write=True)
     except ApiError as exc:
         who = Principal("anonymous", client_of(request))
-        audit(
+        gateway.audit.record(
             "write",
             who,
             exc.reason,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Self, cast
 import orjson
 import watchfiles
 
+from mapper_gateway.audit import AuditLog
 from mapper_gateway.broker import EmbeddedBroker
 from mapper_gateway.events import EventHub, TapBus
 from mapper_gateway.files import DeviceFiles, gc_paused
@@ -76,6 +77,9 @@ class Gateway:
         self.token, self.generated_token = ApiToken.resolve(settings)
         limiter = FailureLimiter(settings.auth_max_failures, settings.auth_block_seconds)
         self.guard = Guard(self.token, limiter, loopback_only=settings.loopback_only)
+        self.audit = AuditLog(
+            settings.audit_path, max_bytes=settings.audit_max_bytes, keep=settings.audit_keep
+        )
         self.files = DeviceFiles(settings.devices, self.registry) if settings.devices else None
         self.broker: EmbeddedBroker | None = None
         self.mqtt: MqttEventBus | None = None
@@ -114,6 +118,8 @@ class Gateway:
         if self.files is not None and not self.files.directory.is_dir():
             raise ConfigError(f"--devices {self.settings.devices}: not a directory")
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.audit.start()
+        self._stack.push_async_callback(asyncio.to_thread, self.audit.close)
         mqtt_url = self.settings.mqtt_url
         if mqtt_url is None:
             self.broker = EmbeddedBroker(port=self.settings.broker_port)

@@ -9,8 +9,7 @@ Rules (reliability.md §4.7-4.8):
   from timing); only an 8-hex-digit prefix of the digest ever appears in a log line.
 - A client (by address) with ``max_failures`` failed authentications inside ``block_seconds``
   is answered 429 for ``block_seconds``, right token or not.
-- Every write attempt, accepted or refused, is one JSON line on the logger
-  ``mapper_gateway.audit``.
+- Every write attempt, accepted or refused, is one audit record (``audit.py``).
 
 The checks run as route dependencies (``deps.py``), never as a path-prefix middleware, so a
 route cannot escape them through a path trick (reliability A6).
@@ -26,15 +25,11 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from mapper_gateway.settings import GatewaySettings
+from mapper_sdk import ConfigError
 
-AUDIT = logging.getLogger("mapper_gateway.audit")
 log = logging.getLogger("mapper_gateway")
 
 _MAX_TRACKED_CLIENTS = 10_000  # the limiter's memory is bounded even under a spoofing flood
@@ -100,9 +95,19 @@ class ApiToken:
 def _read_token_file(path: Path) -> str:
     try:
         secret = path.read_text().strip()
-    except OSError as exc:
-        raise ValueError(f"token_file {path}: {exc.strerror}") from exc
-    if os.name == "posix" and path.stat().st_mode & 0o077:
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not a text file"
+        raise ConfigError(
+            f"token_file {path}: {why}; point --token-file at a readable file holding the token"
+        ) from exc
+    if not secret:
+        raise ConfigError(
+            f"token_file {path} is empty: write the token into it (e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or drop "
+            "--token-file to have a token generated at start"
+        )
+    if os.name == "posix" and mode & 0o077:
         log.warning("token file %s is readable by other users; chmod 600 it", path)
     return secret
 
@@ -186,16 +191,3 @@ class Guard:
     def _fail(self, client: str) -> None:
         self.failures += 1
         self.limiter.failed(client)
-
-
-def audit(event: str, principal: Principal, result: str, **fields: Any) -> None:
-    """Write one audit record (a JSON object on one line)."""
-    record = {
-        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "event": event,
-        "principal": principal.name,
-        "client": principal.client,
-        "result": result,
-        **fields,
-    }
-    AUDIT.info("%s", orjson.dumps(record).decode())

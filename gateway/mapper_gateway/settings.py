@@ -6,6 +6,11 @@ the config file (YAML or TOML, chosen by its suffix; ``--config`` or
 
 The API token is never a flag (a command line is visible to every user of the machine): it
 comes from ``MAPPER_GATEWAY_TOKEN``, ``token_file`` or the config file, or is generated at start.
+An empty token is a configuration error, never an empty secret.
+
+Transport: on loopback the API may be plain HTTP. Bound anywhere else it serves HTTPS
+(``tls_cert`` and ``tls_key``), or plain HTTP only when ``insecure_http`` says so explicitly,
+because the bearer token would otherwise cross the network readable by anyone on the path.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,6 +92,29 @@ class GatewaySettings(BaseSettings):
         default=None, description="API bearer token (env or config file only, never a flag)"
     )
     token_file: Path | None = Field(default=None, description="file holding the API token")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) file: the API serves HTTPS (needs --tls-key too)",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key file of --tls-cert (unencrypted; chmod 600)"
+    )
+    insecure_http: bool = Field(
+        default=False,
+        description="allow plain HTTP on an --api address that is not loopback (the token "
+        "then crosses the network in clear); without it such an address needs --tls-cert",
+    )
+    audit_file: Path | None = Field(
+        default=None,
+        description="audit log: one JSON line per write attempt, fsynced (default: "
+        "<state-dir>/audit.log)",
+    )
+    audit_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="size at which the audit log is rotated"
+    )
+    audit_keep: int = Field(
+        default=5, ge=1, description="rotated audit logs kept (audit.log.1 is the newest)"
+    )
     state_dir: Path = Field(
         default=Path(".mapper-state"),
         description="where the outbox, desired values and last known devices are persisted",
@@ -133,6 +161,40 @@ class GatewaySettings(BaseSettings):
     def _check_api(cls, value: str) -> str:
         split_api(value)
         return value
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value().strip()  # a header value is stripped too
+        if not secret:
+            raise ValueError(
+                f"{ENV_PREFIX}TOKEN (or the config file's 'token') is set but empty: set it to "
+                "a secret of 32 characters or more, or unset it to have one generated at start"
+            )
+        return SecretStr(secret)
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both (or neither)")
+        if not self.loopback_only and self.tls_cert is None and not self.insecure_http:
+            raise ValueError(
+                f"api {self.api} is not loopback, and plain HTTP would send the API token in "
+                "clear: serve HTTPS with --tls-cert and --tls-key, or accept the risk with "
+                "--insecure-http (only on a network you trust)"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when the API serves HTTPS."""
+        return self.tls_cert is not None
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_file if self.audit_file is not None else self.state_dir / "audit.log"
 
     @property
     def api_host(self) -> str:

@@ -122,14 +122,15 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def served(gw: Gateway) -> AsyncIterator[str]:
-    """The app on a real uvicorn on a free loopback port; yields its base URL."""
+    """The app on a real uvicorn on a free loopback port (HTTPS when the gateway's settings
+    name a certificate); yields its base URL."""
     port = free_port()
     settings = gw.settings.model_copy(update={"api": f"127.0.0.1:{port}"})
     server = _Server(_uvicorn_config(settings, create_app(gw)))
     task = asyncio.create_task(server.serve())
     await asyncio.wait_for(server.listening.wait(), 10)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if settings.tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)

@@ -9,7 +9,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from fastapi.routing import APIRoute
 
+from mapper_gateway import dashboard
+from mapper_gateway.__main__ import main
+from mapper_gateway.api import ROUTERS
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.security import ApiToken, FailureLimiter
 
@@ -41,7 +45,7 @@ def audit_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
 @pytest.fixture
 async def exposed(tmp_path: Path, devices_dir: Path) -> AsyncIterator[Gateway]:
     """A gateway configured to listen on every interface (the guard's view; nothing binds)."""
-    settings = make_settings(tmp_path, devices_dir, api="0.0.0.0:7777")
+    settings = make_settings(tmp_path, devices_dir, api="0.0.0.0:7777", insecure_http=True)
     async with Gateway(settings) as gw:
         await gw.wait_loaded(10)
         yield gw
@@ -177,3 +181,85 @@ def test_the_token_comes_from_env_file_or_is_generated(
     assert token.generated
     assert token.matches(shown)
     assert not token.matches(shown + "x")
+
+
+# Routes that answer without a token even beyond loopback: liveness, and the static files of
+# the dashboard and of /docs (the same bytes as in the wheel: they hold no data).
+PUBLIC = {"/healthz", "/", "/static/{name}", "/docs/assets/{name}"}
+PATH_VALUES = {
+    "namespace": "default",
+    "name": "thermo-1",
+    "prop": "mode",
+    "method": "SetClimate",
+    "data": "heat",
+}
+
+
+async def test_beyond_loopback_every_route_but_the_public_ones_needs_the_token(
+    exposed: Gateway,
+) -> None:
+    """Walks every router the application includes, so a route added later without a guard
+    fails here instead of being found open on someone's network."""
+    routes = [route for router in (*ROUTERS, dashboard.router) for route in router.routes]
+    checked = set()
+    for n, route in enumerate(routes):
+        assert isinstance(route, APIRoute)
+        if route.path in PUBLIC:
+            continue
+        path = route.path.format(**{k: PATH_VALUES.get(k, "x") for k in route.param_convertors})
+        # One client address per route: ten refusals from one address would block it (429).
+        async with asgi_client(exposed, (f"192.0.2.{n + 1}", 40000)) as http:
+            for method in sorted(route.methods - {"HEAD"}):
+                answer = await http.request(method, path)
+                assert answer.status_code == 401, (method, route.path, answer.text)
+                checked.add((method, route.path))
+            assert (await http.get("/healthz")).status_code == 200
+    assert ("GET", "/api/v1/devices") in checked
+    assert ("PUT", "/api/v1/devices/{namespace}/{name}/properties/{prop}") in checked
+    assert len(checked) >= 15
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_token_setting_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    monkeypatch.setenv("MAPPER_GATEWAY_TOKEN", value)
+    assert main(["run", "--mqtt-url", "off"]) == 2
+    error = capsys.readouterr().err
+    assert "MAPPER_GATEWAY_TOKEN" in error
+    assert "is set but empty" in error
+    assert "unset it to have one generated" in error
+    assert "Traceback" not in error
+
+
+def test_an_empty_or_missing_token_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    state = str(tmp_path / "state")
+    run = ["run", "--mqtt-url", "off", "--state-dir", state, "--token-file"]
+    assert main([*run, str(empty)]) == 2
+    error = capsys.readouterr().err
+    assert f"token_file {empty} is empty" in error
+    assert "write the token into it" in error
+    assert main([*run, str(tmp_path / "absent")]) == 2
+    error = capsys.readouterr().err
+    assert "absent: No such file or directory" in error
+    assert "Traceback" not in error
+    config = tmp_path / "gateway.yaml"
+    config.write_text("token: ''\n")
+    assert main(["run", "--config", str(config), "--mqtt-url", "off"]) == 2
+    assert "is set but empty" in capsys.readouterr().err
+
+
+def test_a_settings_error_never_echoes_a_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("tokn: s3cret-in-a-misspelt-key\n")  # a typo must not leak the secret
+    assert main(["run", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert "tokn: Extra inputs are not permitted" in error
+    assert "s3cret" not in error

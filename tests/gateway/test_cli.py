@@ -66,7 +66,7 @@ def test_loopback_is_the_default_binding() -> None:
     settings = GatewaySettings.load({})
     assert (settings.api_host, settings.api_port) == ("127.0.0.1", 7777)
     assert settings.loopback_only
-    assert not GatewaySettings.load({"api": "0.0.0.0:7777"}).loopback_only
+    assert not GatewaySettings.load({"api": "0.0.0.0:7777", "insecure_http": True}).loopback_only
     assert GatewaySettings.load({"api": "[::1]:7777"}).loopback_only
 
 

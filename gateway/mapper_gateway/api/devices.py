@@ -3,6 +3,8 @@ write path (``MapperRuntime.submit_desired``, the same checks as a twin delta or
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Query, Response
 
 from mapper_gateway.api.schemas import (
@@ -15,7 +17,7 @@ from mapper_gateway.api.schemas import (
 )
 from mapper_gateway.api.views import device_detail, device_view, property_view
 from mapper_gateway.deps import GatewayDep, ReadAccess, RuntimeDep, WriteAccess, find_device
-from mapper_gateway.security import ApiError, audit
+from mapper_gateway.security import ApiError
 from mapper_sdk import DesiredChange, DeviceRef, DriverError, WriteResult, WriteStatus
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -119,15 +121,23 @@ async def write_property(
     body: WriteRequest,
     principal: WriteAccess,
     runtime: RuntimeDep,
+    gateway: GatewayDep,
     response: Response,
 ) -> WriteResponse:
     """Set a desired value; answered when the device applied it (200) or after the runtime's
     write wait (202, still queued)."""
     text = twin_text(body.value)
     ref = DeviceRef(namespace, name)
-    result = await runtime.submit_desired(DesiredChange(ref, prop, text, source="rest"))
+    try:
+        result = await runtime.submit_desired(DesiredChange(ref, prop, text, source="rest"))
+    except BaseException as exc:
+        result_name = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+        gateway.audit.record(
+            "write", principal, result_name, source="rest", target=f"{ref.id}/{prop}", value=text
+        )
+        raise
     status_code = _status_of(result)
-    audit(
+    gateway.audit.record(
         "write",
         principal,
         result.status.value,

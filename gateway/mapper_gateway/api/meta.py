@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from mapper_gateway.api.devices import router as devices_router
@@ -32,8 +32,15 @@ from mapper_gateway.api.schemas import (
     WriteRequest,
     WriteResponse,
 )
-from mapper_gateway.deps import ReadAccess, RuntimeDep, WriteAccess, find_device
-from mapper_gateway.security import ApiError
+from mapper_gateway.deps import (
+    GatewayDep,
+    ReadAccess,
+    RuntimeDep,
+    WriteAccess,
+    client_of,
+    find_device,
+)
+from mapper_gateway.security import ApiError, Principal
 from mapper_sdk import DeviceRef, DriverError
 from mapper_sdk.models import DeviceModel
 
@@ -93,10 +100,25 @@ async def device_methods(
 
 @router.get("/devicemethod/{namespace}/{name}/{method}/{prop}/{data}", status_code=405)
 async def write_over_get(
-    namespace: str, name: str, method: str, prop: str, data: str
+    namespace: str,
+    name: str,
+    method: str,
+    prop: str,
+    data: str,
+    principal: ReadAccess,
+    request: Request,
+    gateway: GatewayDep,
 ) -> JSONResponse:
     """Refused: a GET never changes a device. Use the PUT route, or POST on this path."""
     target = f"{devices_router.prefix}/{namespace}/{name}/properties/{prop}"
+    gateway.audit.record(
+        "write",
+        Principal(principal.name, client_of(request)),
+        "method_not_allowed",
+        method="GET",
+        path=request.url.path,
+        status=405,
+    )
     body = {
         "status": "refused",
         "reason": "method_not_allowed",
@@ -115,21 +137,35 @@ async def write_by_method(
     data: str,
     principal: WriteAccess,
     runtime: RuntimeDep,
+    gateway: GatewayDep,
     response: Response,
 ) -> WriteResponse:
     """Upstream's method write, as POST: the method must exist and list the property."""
-    supervisor = find_device(runtime, namespace, name)
-    methods = {m.name: m for m in supervisor.device.device.spec.methods}
+    supervisor = runtime.supervisor(DeviceRef(namespace, name))
+    methods = {m.name: m for m in supervisor.device.device.spec.methods} if supervisor else {}
     found = methods.get(method)
-    if found is None or prop not in found.property_names:
-        raise ApiError(
+    if supervisor is None or found is None or prop not in found.property_names:
+        error = ApiError(
             404,
-            "unknown_method",
-            f"device {namespace}/{name} has no method {method!r} for property {prop!r}",
+            "unknown_device" if supervisor is None else "unknown_method",
+            f"no device {namespace}/{name}"
+            if supervisor is None
+            else f"device {namespace}/{name} has no method {method!r} for property {prop!r}",
             status="not_found",
         )
+        gateway.audit.record(
+            "write",
+            principal,
+            "refused",
+            source="rest",
+            target=f"{namespace}/{name}/{prop}",
+            value=data,
+            status=404,
+            reason=error.reason,
+        )
+        raise error
     return await write_property(
-        namespace, name, prop, WriteRequest(value=data), principal, runtime, response
+        namespace, name, prop, WriteRequest(value=data), principal, runtime, gateway, response
     )
 
 
