@@ -20,121 +20,51 @@ line agree. YAML safety (limits, tags, aliases) and positions are ``_yaml``'s bu
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
-import re
 import weakref
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, get_args
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 
 from mapper_sdk import _yaml
-from mapper_sdk.binding import BindProblem, BoundDevice, bind
+from mapper_sdk._bind_all import bind_all
+from mapper_sdk._crd_checks import TOO_DEEP, message, too_deep_free_form
+from mapper_sdk._load_result import (
+    Loaded,
+    LoadResult,
+    Source,
+    format_path,
+    gc_paused,
+    parse_path,
+)
 from mapper_sdk.errors import ConfigError, Problem, YamlError
 from mapper_sdk.models import GROUP, Device, DeviceModel, DeviceProperty, DeviceStatus
 
 if TYPE_CHECKING:
     from mapper_sdk._registry import Registry
-    from mapper_sdk.driver import DriverClass
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "LoadResult",
+    "Loaded",
+    "Source",
+    "bind_all",
+    "format_path",
+    "load_paths",
+    "load_text",
+    "parse_path",
+    "validate_paths",
+]
 
 T = TypeVar("T", bound=BaseModel)
-Named = TypeVar("Named", Device, DeviceModel)
-Path = tuple[str | int, ...]
 
 V1BETA1 = f"{GROUP}/v1beta1"
 V1ALPHA2 = f"{GROUP}/v1alpha2"
 YAML_SUFFIXES = (".yaml", ".yml")
 DEFAULT_MAX_FILE_BYTES = 1 << 20
-
-
-# --- public types ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where an object came from: file, document, ``List`` item and first line of the document."""
-
-    file: str
-    doc_index: int  # 0-based document in the file
-    item_index: int | None  # position in a ``kind: List``'s items, if it came from one
-    first_line: int  # 1-based first line of the document (not of the item)
-    _locator: _yaml.Locator | None = field(default=None, repr=False, compare=False)
-    _shallow: bool = field(default=False, repr=False, compare=False)  # see _yaml.parse
-
-    def root_path(self, path: Path = ()) -> Path:
-        """``path`` from the document root: prefixed with ``items[i]`` for a List item."""
-        return path if self.item_index is None else ("items", self.item_index, *path)
-
-    def locate(self, path: Path) -> tuple[int, int] | None:
-        """1-based ``(line, column)`` of ``path`` inside this object (its deepest existing part).
-
-        Composes the document with PyYAML on first use, so only call it for problems.
-        """
-        if self._locator is None:
-            return None
-        return self._locator.locate(self.root_path(path))
-
-    def problem(
-        self, path: Path, message: str, severity: str = "error", *, at: Path | None = None
-    ) -> Problem:
-        """A ``Problem`` for ``path`` in this object, located at ``at`` (default ``path``)."""
-        where = self.locate(path if at is None else at)
-        line, column = where if where is not None else (self.first_line, None)
-        return Problem(
-            message, self.file, line, column, format_path(self.root_path(path)), severity
-        )
-
-    def where(self) -> str:
-        """``file:line`` of the object, for messages that point at another object."""
-        found = self.locate(())
-        return f"{self.file}:{found[0] if found else self.first_line}"
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded(Generic[T]):
-    """A validated object and where it came from."""
-
-    obj: T
-    source: Source
-
-
-@dataclass
-class LoadResult:
-    """Everything loaded, in load order, and every problem found on the way."""
-
-    models: list[Loaded[DeviceModel]] = field(default_factory=list)
-    devices: list[Loaded[Device]] = field(default_factory=list)
-    statuses: list[Loaded[DeviceStatus]] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem is an error (warnings are fine)."""
-        return not any(p.severity == "error" for p in self.problems)
-
-
-def format_path(path: Path) -> str:
-    """``("spec", "properties", 2, "collectCycle")`` -> ``spec.properties[2].collectCycle``."""
-    out = ""
-    for step in path:
-        if isinstance(step, int):
-            out += f"[{step}]"
-        else:
-            out += f".{step}" if out else str(step)
-    return out
-
-
-def parse_path(text: str) -> Path:
-    """The inverse of ``format_path`` (best effort: keys containing dots are split)."""
-    return tuple(int(index) if index else key for key, index in _PATH_STEP.findall(text))
-
-
-_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -145,7 +75,7 @@ def load_paths(
 ) -> LoadResult:
     """Load every YAML file under ``paths`` (files, or directories searched recursively)."""
     loader = _Loader()
-    with _gc_paused():
+    with gc_paused():
         for path in paths:
             loader.load_path(os.fspath(path), max_file_bytes)
         return loader.finish()
@@ -156,7 +86,7 @@ def load_text(
 ) -> LoadResult:
     """Load the YAML stream ``text``, reporting problems as if it were the file ``file``."""
     loader = _Loader()
-    with _gc_paused():
+    with gc_paused():
         # Characters are at most 4 bytes: encode only when the count alone cannot decide.
         too_big = len(text) > max_bytes or (
             len(text) * 4 > max_bytes and len(text.encode()) > max_bytes
@@ -166,32 +96,6 @@ def load_text(
         else:
             loader.load_stream(text, file)
         return loader.finish()
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while loading or binding.
-
-    Loading allocates hundreds of thousands of small, acyclic, long-lived objects; the
-    collector would traverse them again and again for nothing. When it is switched back on,
-    the survivors are moved straight to the oldest generation (``freeze`` then ``unfreeze``),
-    so young-generation passes do not traverse them twice more right away; the next full
-    collection sees them like any other long-lived object. That step is skipped when the
-    application uses ``gc.freeze`` itself, since ``unfreeze`` would undo it. Measured on
-    5,000 devices (load + bind): 3.0-3.3 s without the pause, 1.7-1.8 s with it, 1.5 s with
-    the promotion as well.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        gc.enable()
 
 
 def _too_big(limit: int, setting: str) -> str:
@@ -350,9 +254,9 @@ class _Loader:
                 return None
             obj = cls.model_validate(data)  # only unknown fields were found: keep them
         if not source._shallow:
-            path = _too_deep_free_form(obj)
+            path = too_deep_free_form(obj)
             if path is not None:
-                self.problems.append(source.problem(path, _TOO_DEEP))
+                self.problems.append(source.problem(path, TOO_DEEP))
                 return None
         return obj
 
@@ -362,13 +266,13 @@ class _Loader:
         for error in exc.errors(include_url=False):
             path = tuple(error["loc"])
             if error["type"] != "extra_forbidden":
-                self.problems.append(source.problem(path, _message(error)))
+                self.problems.append(source.problem(path, message(error)))
                 only_unknown = False
                 continue
             self.problems.append(source.problem(path, "unknown field (ignored)", "warning"))
             inner = _yaml.too_deep(error["input"])  # an unknown field is a free-form value
             if inner is not None:
-                self.problems.append(source.problem((*path, *inner), _TOO_DEEP))
+                self.problems.append(source.problem((*path, *inner), TOO_DEEP))
                 only_unknown = False
         return only_unknown
 
@@ -516,216 +420,6 @@ def _keep_properties(device: Device, fresh: list[tuple[int, bytes]]) -> None:
 
 def _no_legacy(source: Source) -> Problem:
     return source.problem((), "v1alpha2 support not available", at=("apiVersion",))
-
-
-# --- pydantic messages -------------------------------------------------------------------------
-
-_FIXED_MESSAGES = {
-    "missing": "is required",
-    "string_type": "must be a string",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping",
-    "model_attributes_type": "must be a mapping",
-    "list_type": "must be a list",
-    "extra_forbidden": "unknown field",
-}
-_BOUNDS = {
-    "greater_than_equal": (">=", "ge"),
-    "greater_than": (">", "gt"),
-    "less_than_equal": ("<=", "le"),
-    "less_than": ("<", "lt"),
-}
-_QUOTED = re.compile(r"'([^']*)'")
-
-
-def _message(error: ErrorDetails) -> str:
-    """A short, actionable message for one pydantic error."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    fixed = _FIXED_MESSAGES.get(kind)
-    if fixed is not None:
-        return fixed
-    if kind in _BOUNDS:
-        op, key = _BOUNDS[kind]
-        return f"must be {op} {ctx[key]}"
-    if kind in ("enum", "literal_error"):
-        choices = _QUOTED.findall(str(ctx.get("expected", ""))) or [str(ctx.get("expected"))]
-        return (
-            f"must be {choices[0]}"
-            if len(choices) == 1
-            else f"must be one of: {', '.join(choices)}"
-        )
-    if kind == "string_too_short":
-        least = ctx.get("min_length", 1)
-        return "must not be empty" if least == 1 else f"must be at least {least} characters"
-    if kind == "string_too_long":
-        return f"must be at most {ctx.get('max_length')} characters"
-    if kind == "value_error" and "error" in ctx:
-        return str(ctx["error"])
-    return error["msg"][:1].lower() + error["msg"][1:]
-
-
-# --- free-form depth --------------------------------------------------------------------------
-
-_TOO_DEEP = f"nested deeper than {_yaml.MAX_FREE_FORM_DEPTH} levels"
-
-# Per model class, the fields that can hold free-form values, directly or further down:
-# (attribute, YAML name, True if the field itself is free-form).
-_Plan = tuple[tuple[str, str, bool], ...]
-_PLANS: dict[type[BaseModel], _Plan] = {}
-
-
-def _plan(cls: type[BaseModel]) -> _Plan:
-    plan = _PLANS.get(cls)
-    if plan is None:
-        _PLANS[cls] = ()  # a placeholder, in case a model contains itself
-        entries = []
-        for name, info in cls.model_fields.items():
-            if _holds_any(info.annotation):
-                entries.append((name, info.alias or name, True))
-            elif any(_plan(m) for m in _model_classes(info.annotation)):
-                entries.append((name, info.alias or name, False))
-        plan = _PLANS[cls] = tuple(entries)
-    return plan
-
-
-def _model_classes(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _model_classes(arg)]
-
-
-def _holds_any(annotation: Any) -> bool:
-    return annotation is Any or any(_holds_any(arg) for arg in get_args(annotation))
-
-
-def _too_deep_free_form(obj: BaseModel, path: Path = ()) -> Path | None:
-    """The path to the first free-form value of ``obj`` nested too deep, or ``None``.
-
-    Only runs for documents whose text does not already rule it out (see ``_yaml.parse``).
-    """
-    for attr, name, free in _plan(type(obj)):
-        value = getattr(obj, attr)
-        if value is None:
-            continue
-        if free:
-            inner = _yaml.too_deep(value)
-            found = None if inner is None else (*path, name, *inner)
-        elif type(value) is list:
-            found = _too_deep_in_list(value, (*path, name))
-        else:
-            found = _too_deep_free_form(value, (*path, name))
-        if found is not None:
-            return found
-    return None
-
-
-def _too_deep_in_list(items: list[BaseModel], path: Path) -> Path | None:
-    for index, item in enumerate(items):
-        found = _too_deep_free_form(item, (*path, index))
-        if found is not None:
-            return found
-    return None
-
-
-# --- binding -----------------------------------------------------------------------------------
-
-
-def bind_all(result: LoadResult, registry: Registry) -> tuple[list[BoundDevice], list[Problem]]:
-    """Bind every loaded device to its model and driver.
-
-    Returns the devices that are ready to run (bound without errors *and* with a driver) and
-    the problems found: duplicate objects, missing models, binding errors and warnings. A
-    protocol without an installed driver is a warning, not an error: the files are valid.
-    """
-    with _gc_paused():
-        binder = _BindAll(result, registry)
-        for loaded in binder.unique(result.devices, "Device"):
-            binder.device(loaded)
-        return binder.bound, binder.problems
-
-
-class _BindAll:
-    def __init__(self, result: LoadResult, registry: Registry) -> None:
-        self.registry = registry
-        self.problems: list[Problem] = []
-        self.bound: list[BoundDevice] = []
-        self.models = {m.obj.key: m for m in self.unique(result.models, "DeviceModel")}
-        self.drivers: dict[str, DriverClass | None] = {}
-        self.model_problems: set[tuple[int, str, str]] = set()
-
-    def unique(self, objects: list[Loaded[Named]], kind: str) -> list[Loaded[Named]]:
-        first: dict[tuple[str, str], Loaded[Named]] = {}
-        for loaded in objects:
-            key = (loaded.obj.metadata.namespace, loaded.obj.metadata.name)
-            if key in first:
-                message = (
-                    f"duplicate {kind} {key[0]}/{key[1]}: "
-                    f"already defined at {first[key].source.where()}"
-                )
-                self.problems.append(loaded.source.problem(("metadata", "name"), message))
-            else:
-                first[key] = loaded
-        return list(first.values())
-
-    def driver(self, protocol: str) -> DriverClass | None:
-        if protocol not in self.drivers:
-            self.drivers[protocol] = self.registry.get(protocol) if protocol else None
-        return self.drivers[protocol]
-
-    def device(self, loaded: Loaded[Device]) -> None:
-        device, source = loaded.obj, loaded.source
-        model = self.find_model(loaded)
-        if model is None:
-            return
-        protocol = device.spec.protocol.protocol_name
-        driver = self.driver(protocol)
-        if driver is None and protocol:
-            self.problems.append(
-                source.problem(
-                    ("spec", "protocol", "protocolName"),
-                    self.registry.why_unavailable(protocol),
-                    "warning",
-                )
-            )
-        bound, problems = bind(device, model.obj, driver)
-        for problem in problems:
-            self.add(problem, source, model.source)
-        if bound is not None and driver is not None:
-            self.bound.append(bound)
-
-    def find_model(self, loaded: Loaded[Device]) -> Loaded[DeviceModel] | None:
-        namespace, name = loaded.obj.model_key
-        path = ("spec", "deviceModelRef", "name")
-        if not name:
-            self.problems.append(loaded.source.problem(path, "is required"))
-            return None
-        model = self.models.get((namespace, name))
-        if model is None:
-            there = sorted(n for ns, n in self.models if ns == namespace)
-            known = ", ".join(there[:20]) + (", ..." if len(there) > 20 else "") or "none"
-            message = (
-                f"DeviceModel {name} not found in namespace {namespace}; models there: {known}"
-            )
-            self.problems.append(loaded.source.problem(path, message))
-        return model
-
-    def add(self, problem: BindProblem, device: Source, model: Source) -> None:
-        if problem.in_model:
-            # Every device of a model would repeat the model's own problems: report each once.
-            key = (id(model), format_path(problem.path), problem.message)
-            if key in self.model_problems:
-                return
-            self.model_problems.add(key)
-        source = model if problem.in_model else device
-        self.problems.append(source.problem(problem.path, problem.message, problem.severity))
 
 
 def validate_paths(paths: Iterable[str | os.PathLike[str]], registry: Registry) -> list[Problem]:
