@@ -240,7 +240,9 @@ class PointCodec:
             # KubeEdge truncates a scaled value to an int; unscaled ints are already ints.
             return _to_int if scaled or vt in (ValueType.FLOAT32, ValueType.FLOAT64) else None
         if dt in (DataType.FLOAT, DataType.DOUBLE):
-            return None if scaled else float  # x * scale + add is already a float
+            # x * scale + add is already a float, and so is what struct reads as "f" or "d"
+            plain_float = vt in (ValueType.FLOAT32, ValueType.FLOAT64)
+            return None if scaled or plain_float else float
         if dt is DataType.BOOLEAN:
             return bool
         return _to_text if dt is DataType.STRING else None
@@ -431,6 +433,7 @@ class BlockDecoder:
         "_in_order",
         "_lanes",
         "_n",
+        "_plain",
         "_size",
         "_slices",
         "_swap",
@@ -454,6 +457,7 @@ class BlockDecoder:
         self._swap = any(swapped for swapped, _, _ in self._lanes)
         # The common case: one struct whose fields come out in result order.
         self._in_order = len(self._lanes) == 1 and self._lanes[0][2] == list(range(self._n))
+        self._plain = all(conv is None for conv in self._converters)
 
     @property
     def struct_count(self) -> int:
@@ -469,6 +473,8 @@ class BlockDecoder:
         swapped = _swap_pairs(buf) if self._swap else buf
         if self._in_order:
             raws = self._lanes[0][1].unpack_from(swapped if self._lanes[0][0] else buf)
+            if self._plain:  # nothing to convert: the struct's fields are the values
+                return list(raws)
             return [r if c is None else c(r) for r, c in zip(raws, convs, strict=True)]
         out: list[Value] = [0] * self._n
         for is_swapped, layout, order in self._lanes:

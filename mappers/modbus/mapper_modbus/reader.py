@@ -84,6 +84,13 @@ class _Block:
 class _Plan:
     blocks: list[_Block]
     errors: list[tuple[int, DriverError]]  # slots that cannot be read at all
+    only: _Block | None = None  # the single block, when it holds every slot in order
+
+    def __post_init__(self) -> None:
+        if len(self.blocks) == 1 and not self.errors:
+            block = self.blocks[0]
+            if block.slots == tuple(range(len(block.slots))):
+                self.only = block
 
 
 Results = list[Value | DriverError | None]
@@ -112,15 +119,49 @@ class BlockReader:
 
     async def read(self, points: Sequence[BoundProperty]) -> list[Value | DriverError]:
         """One value or error per point; raises when the link is down or nothing answered."""
-        if not self.link.connected:
-            raise DeviceConnectError(f"{self.link.name} is not connected")
+        link = self.link
+        if not link.connected:
+            raise DeviceConnectError(f"{link.name} is not connected")
         plan = self._plan(points)
+        only = plan.only
+        if only is None or self._refused:
+            return await self._read_plan(points, plan)
+        # The common case: one block holding every point in order. No gather, no result slots.
+        future = link.submit(only.op, timeout=self._timeout, retries=self._retries)
+        try:
+            data = await future
+        except Exception as exc:  # the general path sorts errors out
+            return await self._read_plan(points, plan, first=self._failure(exc))
+        finally:
+            future.cancel()
+        self._health.record(True)
+        if data != only.raw:  # unchanged bytes keep their values: nothing to decode
+            try:
+                only.values = only.decoder.decode(data)
+            except CodecError as exc:
+                only.raw = None
+                return [DeviceProtocolError(str(exc))] * len(points)
+            only.raw = data
+        return list(only.values)
+
+    async def _read_plan(
+        self,
+        points: Sequence[BoundProperty],
+        plan: _Plan,
+        *,
+        first: DriverError | None = None,
+    ) -> list[Value | DriverError]:
+        """Every block of ``plan``; ``first`` is the failure of its only block, already sent."""
         results: Results = [None] * len(points)
         for slot, error in plan.errors:
             results[slot] = error
         wave, answered, timeout = plan.blocks, 0, None
         while wave:
-            replies = await self._fetch(wave)
+            if first is not None:
+                replies: list[bytes | DriverError] = [first]
+                first = None
+            else:
+                replies = await self._fetch(wave)
             retry: list[_Block] = []
             for block, reply in zip(wave, replies, strict=True):
                 if isinstance(reply, bytes):
@@ -203,6 +244,9 @@ class BlockReader:
         if isinstance(outcome, bytes):
             self._health.record(True)
             return outcome
+        return self._failure(outcome)
+
+    def _failure(self, outcome: BaseException) -> DriverError:
         self._health.record(False)
         if isinstance(outcome, DeviceConnectError):
             raise outcome  # the link is down: the whole batch failed
