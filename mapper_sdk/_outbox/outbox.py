@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -31,6 +31,7 @@ from mapper_sdk._outbox.entries import (
 from mapper_sdk._outbox.schema import (
     DELETE_IDS,
     INSERT,
+    INSERT_SENT,
     PARK,
     RELEASE_IDS,
     SELECT_IDLE,
@@ -183,13 +184,70 @@ class Outbox:
             raise
         return ids
 
-    def _insert(self, conn: sqlite3.Connection, tx: _Tx, entry: Entry, size: int) -> int:
+    def exchange(
+        self, confirm: Sequence[int], append: Sequence[Entry], take: int
+    ) -> tuple[list[int], list[Entry]]:
+        """``confirm(confirm)``, ``append_many(append)`` and ``pending(take)`` in one transaction.
+
+        What a sender does once per turn of its loop, for one commit instead of three. Returns
+        the ids appended and the entries handed out (oldest first, as ``pending``). Appended
+        entries that can be handed out at once (nothing older waits, nothing compacts them)
+        are stored already in flight, without a second write. Raises as ``append_many`` does:
+        ``ValueError`` before anything happened, :class:`OutboxError` with nothing done (the
+        appended entries counted as ``write_failed``).
+        """
+        sizes = [entry.size for entry in append]
+        if sizes and max(sizes) > self.max_bytes:
+            raise ValueError(f"an entry of {max(sizes)} bytes exceeds max_bytes={self.max_bytes}")
+        if not confirm and not append and (take <= 0 or self._rows == len(self._inflight)):
+            return [], []
+        try:
+            with self._transaction() as (conn, tx):
+                if confirm:
+                    tx.confirmed = self._delete_ids(conn, tx, confirm, None)
+                self._expire(conn, tx)
+                busy = len(self._inflight)
+                if tx.settled:
+                    busy -= len(self._inflight.intersection(tx.settled))
+                direct = take > 0 and self._rows + tx.rows == busy  # nothing older is idle
+                ids: list[int] = []
+                out: list[Entry] = []
+                for entry, size in zip(append, sizes, strict=True):
+                    compacts = self.compaction and entry.key is not None
+                    if direct and not compacts and len(out) < take:
+                        ident = self._insert(conn, tx, entry, size, sent=True)
+                        out.append(_handed(entry, ident, 1))
+                    else:
+                        direct = False  # an idle entry now waits: the rest queue behind it
+                        ident = self._insert(conn, tx, entry, size)
+                    ids.append(ident)
+                if append:
+                    self._enforce_bounds(conn, tx)
+                if out:
+                    tx.sent.extend(e.id for e in out)
+                    tx.handed_out += len(out)
+                    if tx.drops:  # a bound may have dropped some of them again
+                        gone = set(tx.settled)
+                        out = [e for e in out if e.id not in gone]
+                while len(out) < take:
+                    batch = self._take(conn, tx, take - len(out))
+                    if batch is None:
+                        break
+                    out.extend(batch)
+        except OutboxError:
+            self.drops["write_failed"] += len(append)
+            raise
+        return ids, out
+
+    def _insert(
+        self, conn: sqlite3.Connection, tx: _Tx, entry: Entry, size: int, *, sent: bool = False
+    ) -> int:
         payload = entry.payload
         if self.compaction and entry.key is not None:
             payload = self._supersede(conn, tx, entry)
             size += len(payload) - len(entry.payload)
         head = (self._age, size, entry.device_id, entry.kind, entry.key, entry.event_id)
-        cursor = conn.execute(INSERT, (*head, entry.topic, payload))
+        cursor = conn.execute(INSERT_SENT if sent else INSERT, (*head, entry.topic, payload))
         tx.rows, tx.bytes, tx.appended = tx.rows + 1, tx.bytes + size, tx.appended + 1
         assert cursor.lastrowid is not None
         return cursor.lastrowid
@@ -292,7 +350,7 @@ class Outbox:
         poison = {e.id for e in entries if e.attempts >= self.max_attempts}
         if poison:
             self._park(conn, tx, sorted(poison), "max_attempts")
-        ready = [replace(e, attempts=e.attempts + 1) for e in entries if e.id not in poison]
+        ready = [_handed(e, e.id, e.attempts + 1) for e in entries if e.id not in poison]
         conn.executemany(
             "UPDATE outbox SET inflight = 1, attempts = attempts + 1 WHERE id = ?",
             [(e.id,) for e in ready],
@@ -368,6 +426,11 @@ class Outbox:
     @property
     def inflight_count(self) -> int:
         return len(self._inflight)
+
+    @property
+    def idle_count(self) -> int:
+        """Entries stored and not in flight: what ``pending`` would hand out."""
+        return self._rows - len(self._inflight)
 
     @property
     def parked_count(self) -> int:
@@ -455,6 +518,11 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _handed(e: Entry, ident: int, attempts: int) -> Entry:
+    """``e`` as handed out: stored under ``ident``, handed out ``attempts`` times."""
+    return Entry(e.device_id, e.kind, e.key, e.topic, e.payload, e.event_id, ident, attempts)
 
 
 def _json_ids(ids: Iterable[int]) -> bytes:

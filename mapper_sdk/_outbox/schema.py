@@ -42,6 +42,12 @@ INSERT: Final = (
     "INSERT INTO outbox (born, size, device_id, kind, key, event_id, topic, payload)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# The same, for an entry handed out in the transaction that stores it (``Outbox.exchange``).
+INSERT_SENT: Final = (
+    "INSERT INTO outbox"
+    " (inflight, attempts, born, size, device_id, kind, key, event_id, topic, payload)"
+    " VALUES (1, 1, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 SELECT_IDLE: Final = (
     "SELECT id, attempts, device_id, kind, key, event_id, topic, payload"
     " FROM outbox WHERE inflight = 0 ORDER BY id LIMIT ?"

@@ -32,6 +32,57 @@ log = logging.getLogger("mapper_sdk.mqtt")
 OnMessage = Callable[[mqtt.MQTTMessage], None]
 OnPublished = Callable[[int], None]
 
+_READ_SIZE = 64 * 1024
+_PUBACK = int(mqtt.PUBACK)
+
+
+class _Client(mqtt.Client):
+    """paho's client with a shorter path for what a QoS 1 publisher receives most: PUBACKs.
+
+    paho reads every packet with at least three ``recv`` calls (type, length, body) and turns
+    each PUBACK into a ``ReasonCode`` and a ``Properties`` object before its callback; here
+    reads are buffered (``_READ_SIZE`` per ``recv``; ``buffered`` says what is left to parse)
+    and an MQTT 3.1.1 PUBACK for a message paho holds goes straight to ``on_puback``, with
+    paho's own bookkeeping done the same way. Everything else takes paho's path.
+    """
+
+    def __init__(self, *args: Any, on_puback: OnPublished, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = bytearray()
+        self._on_puback = on_puback
+
+    def buffered(self) -> int:
+        """Bytes read from the socket and not parsed yet (the selector cannot see them)."""
+        return len(self._rbuf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf = self._rbuf
+        if not buf:
+            data = super()._sock_recv(_READ_SIZE)
+            if len(data) <= bufsize:
+                return data
+            buf += data
+        chunk = bytes(buf[:bufsize])
+        del buf[:bufsize]
+        return chunk
+
+    def _packet_handle(self) -> MQTTErrorCode:
+        packet = self._in_packet
+        if (
+            packet["command"] & 0xF0 == _PUBACK
+            and packet["remaining_length"] == 2
+            and self._protocol != mqtt.MQTTv5
+        ):
+            mid = int.from_bytes(packet["packet"][:2], "big")
+            message = self._out_messages.pop(mid, None)
+            if message is not None:  # else a PUBACK for nothing we hold: ignored, as paho does
+                if message.qos > 0:
+                    self._inflight_messages -= 1
+                message.info._set_as_published()
+                self._on_puback(mid)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_handle()
+
 
 class PahoConnection:
     """One MQTT session on the current event loop."""
@@ -52,21 +103,25 @@ class PahoConnection:
         self.closed: asyncio.Future[str] = self._loop.create_future()
         self._sock: socket.socket | None = None
         self._writing = False  # a writer callback is registered for the socket
+        self._write_soon: asyncio.Handle | None = None  # a write at the end of this loop turn
         self._loop_thread = threading.get_ident()
         self._misc: asyncio.TimerHandle | None = None
         self.client = self._make_client(will)
 
-    def _make_client(self, will: tuple[str, bytes] | None) -> mqtt.Client:
+    def _make_client(self, will: tuple[str, bytes] | None) -> _Client:
         s = self.settings
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
+            on_puback=self._on_published,
             client_id=s.effective_client_id(),
             clean_session=s.clean_session,
             protocol=MQTTProtocolVersion.MQTTv311,
             reconnect_on_failure=False,
             manual_ack=True,  # a desired value is acknowledged only after it is persisted
         )
-        client.max_inflight_messages_set(s.max_inflight)
+        # The event bus keeps its own window (MqttSettings.max_inflight). paho's would only add
+        # cost: with a limit set it scans every message it holds on every PUBACK.
+        client.max_inflight_messages_set(0)
         if s.username:
             client.username_pw_set(s.username, s.password)
         if s.tls:
@@ -177,29 +232,44 @@ class PahoConnection:
         self._finish("socket closed")
 
     def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        # paho asks for this on every queued packet; on the loop thread (every publish) a
-        # direct add_writer is enough, and only the connect in the worker thread needs the
-        # thread-safe hop, whose wake-up write would otherwise cost a syscall per message.
-        if self._writing or self._loop.is_closed():
+        # paho asks for this when it queues a packet and nothing was waiting. On the loop
+        # thread the packets queued during this turn are written together once the turn's
+        # callbacks ran, straight to the socket; a writer callback is registered only when the
+        # socket cannot take everything. The connect, in the worker thread, needs the
+        # thread-safe hop.
+        if self._writing or self._write_soon is not None or self._loop.is_closed():
             return
         if threading.get_ident() == self._loop_thread:
-            self._writing = True
-            self._loop.add_writer(sock, self._write)
+            self._write_soon = self._loop.call_soon(self._write_now)
         else:
             self._loop.call_soon_threadsafe(self._add_writer, sock)
 
+    def _write_now(self) -> None:
+        try:  # _write_soon stays set meanwhile: paho's register call from loop_write is ignored
+            if self._sock is None or self.closed.done() or self._writing:
+                return
+            self._write()
+        finally:
+            self._write_soon = None
+        if self._sock is not None and self.client.want_write():
+            self._add_writer(self._sock)
+
     def _add_writer(self, sock: socket.socket) -> None:
-        if not self._writing:
+        if not self._writing and not self.closed.done():
             self._writing = True
             self._loop.add_writer(sock, self._write)
 
     def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._writing = False
-        with contextlib.suppress(Exception):
-            self._loop.remove_writer(sock)
+        if self._writing:
+            self._writing = False
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(sock)
 
     def _read(self) -> None:
-        rc = self.client.loop_read()
+        client = self.client
+        rc = client.loop_read()
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.buffered() and not self.closed.done():
+            rc = client.loop_read()  # loop_read stops after as many packets as paho expects
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
             self._finish(f"read failed: {mqtt.error_string(rc)}")
 
@@ -221,6 +291,9 @@ class PahoConnection:
         if self._misc is not None:
             self._misc.cancel()
             self._misc = None
+        if self._write_soon is not None:
+            self._write_soon.cancel()
+            self._write_soon = None
         if self._sock is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._sock)

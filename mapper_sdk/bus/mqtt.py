@@ -1,9 +1,11 @@
 """The EdgeCore MQTT event bus (contract §3): reports out, desired values in, nothing lost.
 
-Reports go through the durable outbox: ``publish_twins`` stages the encoded ``twin/update``,
-the pump commits staged entries to SQLite once per loop turn (that commit is when a report
-counts as accepted), publishes pending entries in sequence order with QoS 1 inside a bounded
-window, and removes an entry only when delivery is confirmed: by EdgeCore's
+Reports go through the durable outbox: ``publish_twins`` stages the encoded ``twin/update``;
+a *turn* (on the next loop iteration, or ``batch_delay`` later so reports arriving close
+together share it) commits staged entries, the confirmations received since the last turn and
+the hand-out of the next pending entries in one SQLite transaction (that commit is when a report
+counts as accepted; nothing is published before it), publishes them in sequence order with QoS
+1 inside a bounded window, and removes an entry only when delivery is confirmed: by EdgeCore's
 ``twin/update/result`` for its ``event_id`` once EdgeCore has shown it answers on this bus,
 otherwise by the broker's PUBACK (``ConfirmMode``). After a reconnect everything unconfirmed is
 sent again in order (at least once; EdgeCore treats a repeat as one more report).
@@ -31,7 +33,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
@@ -93,6 +94,7 @@ class MqttEventBus:
         self._on_desired: DesiredHandler | None = None
         self._devices: dict[DeviceRef, BoundDevice] = {}
         self._by_name: dict[str, DeviceRef] = {}
+        self._twin_topics: dict[DeviceRef, str] = {}
         self._staged: list[Entry] = []
         self._staged_bytes = 0
         self._confirmed: list[int] = []
@@ -102,7 +104,8 @@ class MqttEventBus:
         self._edgecore_answers = False
         self._last_result = -math.inf  # monotonic time of EdgeCore's last result
         self._conn: PahoConnection | None = None
-        self._wake = asyncio.Event()
+        self._turn_handle: asyncio.Handle | None = None
+        self._turn_soon = False  # the scheduled turn runs on the next loop iteration
         self._progress = asyncio.Event()  # set on every state change, for wait_for
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -124,6 +127,8 @@ class MqttEventBus:
             self._state_dir / "desired.sqlite3" if self._state_dir else ":memory:"
         )
         self._task = asyncio.create_task(self._run(), name="mqtt event bus")
+        if self._staged:
+            self._kick(soon=False)
 
     @property
     def connected(self) -> bool:
@@ -148,8 +153,13 @@ class MqttEventBus:
             event_id=event_id,
             timestamp=report.timestamp_ms,
         )
-        topic = topics.twin_update(self._ns(ref), ref.name, self.settings.id_style)
-        self._stage(Entry.new(ref.id, "twin", None, topic, payload, event_id))
+        topic = self._twin_topics.get(ref)
+        if topic is None:
+            if len(self._twin_topics) >= 100_000:  # bounded: refs of devices long removed
+                self._twin_topics.clear()
+            topic = topics.twin_update(self._ns(ref), ref.name, self.settings.id_style)
+            self._twin_topics[ref] = topic
+        self._stage(Entry(ref.id, "twin", None, topic, payload, event_id))
         if self.settings.data_topic:
             self._publish_data(report)
 
@@ -177,6 +187,9 @@ class MqttEventBus:
         for task in list(self._writes):
             task.cancel()
         await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._turn_handle is not None:
+            self._turn_handle.cancel()
+            self._turn_handle = None
         self._flush()
         if self._outbox is not None:
             self._outbox.close()
@@ -231,10 +244,14 @@ class MqttEventBus:
         self._connected.set()
         try:
             self._resync(conn)
-            await self._pump(conn)
+            self._kick(soon=True)
+            while not conn.closed.done():
+                # Turns are driven by reports and PUBACKs; this only watches result deadlines.
+                await asyncio.wait([conn.closed], timeout=0.5)
+                self._expire_results()
         finally:
-            self._flush()  # commit the confirmations that arrived before the link dropped
             self._conn = None
+            self._flush()  # commit the confirmations that arrived before the link dropped
             self._connected.clear()
             self._progress.set()
             self._inflight.clear()
@@ -278,55 +295,80 @@ class MqttEventBus:
         with contextlib.suppress(EventBusError):
             conn.publish(topic, msg.build_twin_get(f"{self._event_prefix}g"), 1)
 
-    async def _pump(self, conn: PahoConnection) -> None:
-        while not conn.closed.done():
-            self._wake.clear()
-            self._progress.set()
-            self._flush()
-            self._expire_results()
-            self._send(conn)
-            waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
-            closed: asyncio.Future[Any] = conn.closed
-            await asyncio.wait([waiter, closed], timeout=0.5, return_when="FIRST_COMPLETED")
-            waiter.cancel()
-
     def _stage(self, entry: Entry) -> None:
         self.stats.produced += 1
         self._progress.set()
         self._staged.append(entry)
         self._staged_bytes += entry.size
         if len(self._staged) == 1:
-            # Commit staged reports on the next loop turn, as one transaction.
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._kick(soon=False)
 
-    def _flush(self) -> None:
-        if self._outbox is None:
-            return
-        if self._confirmed:
-            confirmed, self._confirmed = self._confirmed, []
-            self._outbox.confirm(confirmed)  # one transaction per loop turn, not per PUBACK
-        if self._staged:
-            staged, self._staged, self._staged_bytes = self._staged, [], 0
-            try:
-                self._outbox.append_many(staged)
-            except (OutboxError, ValueError) as exc:  # disk full, oversized: counted by the outbox
-                self._reject("outbox_write_failed", str(exc))
-                return
-            self.stats.persisted += len(staged)
-            self._wake.set()
+    def _kick(self, *, soon: bool) -> None:
+        """Schedule a turn: on the next loop iteration, or within ``batch_delay``."""
+        handle = self._turn_handle
+        if handle is not None:
+            if self._turn_soon or not soon:
+                return  # the turn already scheduled comes soon enough
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        delay = self.settings.batch_delay
+        if soon or delay <= 0:
+            self._turn_handle = loop.call_soon(self._turn)
+        else:
+            self._turn_handle = loop.call_later(delay, self._turn)
+        self._turn_soon = soon
 
-    def _send(self, conn: PahoConnection) -> None:
-        assert self._outbox is not None
+    def _turn(self) -> None:
+        """Commit staged reports and confirmations, hand out and publish what fits the window:
+        one outbox transaction and one burst of socket writes."""
+        self._turn_handle = None
+        self._progress.set()
+        conn = self._conn
+        handed = self._flush(self._room() if conn is not None else 0)
+        if handed and conn is not None:
+            self._send(conn, handed)
+
+    def _room(self) -> int:
+        """How many entries to hand out now: refilled in batches, a quarter window at least."""
         busy = len(self._inflight) + len(self._awaiting)
         room = self.settings.max_inflight - busy
-        # Refill in batches: one outbox transaction per quarter window, not per PUBACK.
         if room <= 0 or (busy and room < self.settings.max_inflight // 4):
-            return
-        for entry in self._outbox.pending(room):
+            return 0
+        return room
+
+    def _flush(self, take: int = 0) -> list[Entry]:
+        """One outbox transaction: confirm, append what is staged, hand out up to ``take``."""
+        outbox = self._outbox
+        if outbox is None:
+            return []
+        confirmed, self._confirmed = self._confirmed, []
+        staged, self._staged, self._staged_bytes = self._staged, [], 0
+        if staged and any(e.size > outbox.max_bytes for e in staged):
+            for entry in staged:
+                if entry.size > outbox.max_bytes:
+                    self._reject(
+                        "outbox_write_failed",
+                        f"a report of {entry.size} bytes exceeds the outbox's max_bytes",
+                    )
+            staged = [e for e in staged if e.size <= outbox.max_bytes]
+        try:
+            _, handed = outbox.exchange(confirmed, staged, take)
+        except OutboxError as exc:  # disk full, I/O error: the staged reports are counted lost
+            self._confirmed = confirmed + self._confirmed  # confirmations are tried again
+            self._reject("outbox_write_failed", str(exc))
+            return []
+        self.stats.persisted += len(staged)
+        return handed
+
+    def _send(self, conn: PahoConnection, entries: list[Entry]) -> None:
+        assert self._outbox is not None
+        qos = self.settings.qos
+        for n, entry in enumerate(entries):
             try:
-                mid = conn.publish(entry.topic, entry.payload, self.settings.qos)
+                mid = conn.publish(entry.topic, entry.payload, qos)
             except EventBusError:
-                self._outbox.release([entry.id])
+                # The link is going down: not the entries' fault; sent again after reconnect.
+                self._outbox.release([e.id for e in entries[n:]], count_attempt=False)
                 return
             self._inflight[mid] = entry
             self.stats.published += 1
@@ -345,7 +387,8 @@ class MqttEventBus:
             self._awaiting[entry.event_id] = (entry, deadline)
         else:
             self._confirm(entry)
-        self._wake.set()
+        # Refill the window at once when entries wait; a confirmation alone can wait a little.
+        self._kick(soon=self._outbox.idle_count > 0 and self._room() > 0)
 
     def _wait_for_result(self, entry: Entry) -> bool:
         if entry.kind != "twin" or not entry.event_id:
@@ -369,6 +412,8 @@ class MqttEventBus:
         for event_id in late:
             entry, _ = self._awaiting.pop(event_id)
             self._outbox.release([entry.id], count_attempt=edgecore_alive)
+        if late:
+            self._kick(soon=True)
 
     # -- incoming -------------------------------------------------------------------------
 
@@ -442,7 +487,7 @@ class MqttEventBus:
         if waiting is not None:
             # A 4xx will not succeed on a resend: it is counted and logged, and leaves too.
             self._confirm(waiting[0])
-            self._wake.set()
+            self._kick(soon=False)
 
     def _handle_twin_get(self, ref: DeviceRef, result: msg.TwinGetResult) -> None:
         if not result.ok:
