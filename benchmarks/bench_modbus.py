@@ -1025,12 +1025,16 @@ PROFILE_ENTRY_POINTS = {
     "outbox send (MqttEventBus._send, paho publish)": ("bus/mqtt.py", "_send"),
     "MQTT socket reads (PUBACKs, PahoConnection._read)": ("bus/_paho.py", "_read"),
     "Modbus driver read (reader, decode)": ("mapper_modbus/driver.py", "read"),
-    "Modbus link worker (queue, timeout, pymodbus)": ("mapper_modbus/connection.py", "_work"),
-    "  of which pymodbus transport.execute": ("mapper_modbus/transport.py", "execute"),
-    "pymodbus response handling (data_received)": (
-        "pymodbus/transport/transport.py",
+    "Modbus/TCP answers (lean client data_received: parse, settle, send the next)": (
+        "mapper_modbus/tcp.py",
         "data_received",
     ),
+    "Modbus request sending (Link._pump, from submit and from answers)": (
+        "mapper_modbus/connection.py",
+        "_pump",
+    ),
+    "Modbus link deadline timer (Link._expire)": ("mapper_modbus/connection.py", "_expire"),
+    "pymodbus (serial, UDP, TLS links only)": ("mapper_modbus/transport.py", "execute"),
     "supervisor poll loop (all of a cycle)": ("_supervisor.py", "_poll_loop"),
 }
 
@@ -1131,6 +1135,9 @@ def bench_steady(args: argparse.Namespace, prof: Profile) -> dict[str, Any]:
     variants: list[tuple[str, str, dict[str, Any]]] = [("raw", "raw", {}), ("ours", "ours", {})]
     if prof.variants:
         variants.append(("ours_gc_freeze", "ours", {"gc_freeze": True}))
+    profile_path = HERE / "results" / "modbus-profile-steady.prof"
+    if "steady" in args.profile:
+        variants.append(("ours_profiled", "ours", {"profile": str(profile_path)}))
 
     def body(world: World, devices: list[Any], writer: Any) -> Any:
         out: dict[str, Any] = {}
@@ -1150,6 +1157,10 @@ def bench_steady(args: argparse.Namespace, prof: Profile) -> dict[str, Any]:
             run["variant"] = name
             p99 = lateness_p99(run) if "lateness_hist" in run else None
             log(f"  steady {name:>14} {brief(run)}  lateness p99 <= {p99} ms")
+            if name == "ours_profiled":
+                run["profile"] = profile_summary(profile_path)
+                for line in run["profile"]["text"]:
+                    log(f"    {line}")
             run["writes"] = b4_analyse(world, run)
             log(f"  steady {name:>14} writes under load: {json.dumps(run['writes'])}")
             out[name] = run
@@ -1270,7 +1281,12 @@ def main() -> None:
     parser.add_argument(
         "--noisy-retries", type=int, help="repeat a run disturbed by other processes"
     )
-    parser.add_argument("--profile", nargs="*", default=[], help="cProfile ours at these layouts")
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        help="cProfile ours at these layouts ('steady': an extra profiled 1 Hz run)",
+    )
     parser.add_argument("--output", default="modbus", help="results/<output>.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
