@@ -84,3 +84,6 @@ class Channel(Protocol):
 
     def close(self) -> None:
         """Close without reporting anything more to the owner."""
+
+    async def wait_closed(self) -> None:
+        """Until nothing started by the channel runs any more (after ``close``)."""

@@ -201,7 +201,9 @@ class Link:
 
     async def close(self) -> None:
         """Fail what is queued or in flight and close the connections."""
+        channels = self._channels
         self._mark_down("link closed", DeviceConnectError(f"{self.name} closed"))
+        await asyncio.gather(*(channel.wait_closed() for channel in channels))
 
     def _mark_down(self, reason: str, error: DriverError) -> None:
         """Close the connections; every request queued or in flight fails with ``error``."""
@@ -323,6 +325,8 @@ class Link:
             raise self._lost(str(outcome))
         if isinstance(outcome, BadReply):
             raise DeviceProtocolError(f"unit {unit} on {self.name}: {outcome}")
+        if isinstance(outcome, ValueError):  # a request Modbus cannot carry
+            raise DriverError(f"{self.name}: request not sent: {outcome}")
         # a bug must fail one request, never the link
         raise DriverError(f"{self.name}: unexpected {outcome!r}")
 

@@ -10,6 +10,7 @@ frames: it waits out the rest of the gap after the previous frame before sending
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from mapper_modbus import transport
 from mapper_modbus.channel import Job, Owner
@@ -48,8 +49,14 @@ class StockChannel:
         self.job = None
         if self._task is not None:
             self._task.cancel()
-            self._task = None
         transport.close_client(self._client)
+
+    async def wait_closed(self) -> None:
+        """Until the request task cancelled by ``close`` has ended."""
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -66,9 +73,9 @@ class StockChannel:
         finally:
             if self._gap:
                 self._last_frame = loop.time()
-        self._task = None
         owner = self._owner
         if owner is not None and self.job is job:
+            self._task = None
             self.job = None
             owner.settle(self, job, outcome)
 

@@ -191,7 +191,15 @@ class TcpChannel(asyncio.Protocol):
         tid = self._tid = self._tid % 0xFFFF + 1
         self.job = job
         assert self._transport is not None, "started before the connection was made"
-        self._transport.write(request_frame(tid, job.op))
+        try:
+            frame = request_frame(tid, job.op)
+        except ValueError as exc:  # reported from the loop: never from inside start
+            asyncio.get_running_loop().call_soon(self._refused, job, exc)
+            return
+        self._transport.write(frame)
+
+    async def wait_closed(self) -> None:
+        return None  # the transport closes by itself; nothing of ours is left running
 
     def abandon(self) -> None:
         self.job = None
@@ -218,6 +226,11 @@ class TcpChannel(asyncio.Protocol):
             outcome = exc
         if self._owner is not None:
             self._owner.settle(self, job, outcome)
+
+    def _refused(self, job: Job, exc: ValueError) -> None:
+        if self.job is job and self._owner is not None:
+            self.job = None
+            self._owner.settle(self, job, exc)
 
     def _break(self, reason: str) -> None:
         self._broken = reason

@@ -12,10 +12,16 @@ from typing import Any
 
 import pytest
 
+from mapper_modbus.channel import Op
 from mapper_modbus.connection import LinkPool, ModbusExceptionError
 from mapper_modbus.driver import ModbusDriver
 from mapper_modbus.tcp import TcpChannel
-from mapper_sdk.errors import DeviceConnectError, DeviceProtocolError, DeviceTimeoutError
+from mapper_sdk.errors import (
+    DeviceConnectError,
+    DeviceProtocolError,
+    DeviceTimeoutError,
+    DriverError,
+)
 
 from .kit import Catalog, bound_of, tcp_config
 from .rawpeer import RawPeer, adu
@@ -218,3 +224,16 @@ async def test_writes_are_answered_by_their_echo() -> None:
         request.send(adu(request.tid, 1, struct.pack(">BHH", 6, 7, 3)))  # echo of another
         with pytest.raises(DeviceProtocolError, match="address 7"):
             await writing
+
+
+async def test_a_request_modbus_cannot_carry_fails_alone() -> None:
+    async with RawPeer() as peer, driver_on(peer) as driver:
+        link = driver.link
+        assert link is not None
+        with pytest.raises(DriverError, match=r"request not sent: FC3 reads 1\.\.125"):
+            await link.request(Op(3, 1, 0, 200), timeout=TIMEOUT_S)
+        reading = asyncio.create_task(driver.read(driver.device.properties))
+        request = await peer.next()  # the connection is free for the next request
+        request.answer_registers([1, 2])
+        assert await reading == [1, 2]
+        assert peer.pending() == 0  # nothing of the refused request reached the wire
