@@ -3,6 +3,7 @@ exception 02/03 fallback keeps what it learned, change detection skips decoding.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,7 @@ from mapper_sdk.driver import DeviceState
 from mapper_sdk.errors import DeviceProtocolError
 
 from .kit import TABLES, Case, Catalog, bound_of, every_type, image_of, tcp_config
-from .sim import Image, Simulator
+from .sim import Image, Simulator, wire_words
 
 
 @asynccontextmanager
@@ -181,6 +182,37 @@ async def test_unchanged_bytes_are_not_decoded_again(monkeypatch: pytest.MonkeyP
             index = cases.index(target)
             assert after[index] == 0.0
             assert after[:index] + after[index + 1 :] == first[:index] + first[index + 1 :]
+
+
+async def test_a_one_block_read_decodes_only_changed_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one-block fast path keeps the raw-bytes check, and hands out its own list."""
+    decoded: list[bytes] = []
+    original = BlockDecoder.decode
+
+    def counting(self: BlockDecoder, data: bytes) -> list[object]:
+        decoded.append(data)
+        return original(self, data)  # type: ignore[return-value]
+
+    monkeypatch.setattr(BlockDecoder, "decode", counting)
+    cat = Catalog()
+    for n in range(3):
+        cat.add(f"f{n}", "FLOAT", "holding", {"valueType": "float32"},
+                wire_words("float32", n + 0.5), n + 0.5)  # fmt: skip
+    async with Simulator({1: image_of(cat.cases)}) as sim:
+        bound = bound_of(cat.cases, tcp_config(sim.port))
+        async with connected(bound) as driver:
+            first = await driver.read(bound.properties)
+            assert first == [0.5, 1.5, 2.5]
+            assert len(sim.take()) == 1  # one block
+            first.append("mine")  # a caller's list is its own
+            assert await driver.read(bound.properties) == [0.5, 1.5, 2.5]
+            assert len(decoded) == 1
+            await sim.set_words(1, "holding", 2, wire_words("float32", -4.0))
+            assert await driver.read(bound.properties) == [0.5, -4.0, 2.5]
+            assert len(decoded) == 2
+            assert decoded[1][4:8] == struct.pack(">f", -4.0)
 
 
 async def test_state_is_unhealthy_after_requests_keep_failing() -> None:
