@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from bench_modbus import (
     pinned,
     proc_cpu,
     start_broker,
+    wait_quiet,
 )
 
 DEVICE = "bench-1"
@@ -390,8 +392,41 @@ def brief(run: dict[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Retry:
+    """How hard to look for an undisturbed run on a shared machine."""
+
+    quiet_wait: float = 20.0
+    """Seconds to wait, before each run, for a moment when the machine is almost idle."""
+    noisy_retries: int = 2
+    """Repeats of a run that other processes disturbed; the least disturbed is kept."""
+
+
+def least_disturbed(
+    procs: Procs,
+    kind: str,
+    spec: dict[str, Any],
+    counter: Counter,
+    harness: dict[str, int],
+    retry: Retry,
+) -> dict[str, Any]:
+    best: dict[str, Any] | None = None
+    for attempt in range(1 + retry.noisy_retries):
+        # The server keeps changing values meanwhile: about 0.2 of the harness core at 2,500/s.
+        waited = wait_quiet(retry.quiet_wait, limit=0.4)
+        run = run_child(procs, kind, spec, counter, harness)
+        run |= {"attempt": attempt + 1, "waited_for_quiet_s": round(waited, 1)}
+        print("  subscriptions " + brief(run), file=sys.stderr, flush=True)
+        if best is None or max(run["foreign_cpu"]) < max(best["foreign_cpu"]):
+            best = run
+        if not run["noisy"]:
+            break
+    assert best is not None
+    return best
+
+
 def bench_subscriptions(
-    nodes: int, seconds: float, change_ms: float, rounds: int
+    nodes: int, seconds: float, change_ms: float, rounds: int, retry: Retry
 ) -> dict[str, Any]:
     procs = Procs()
     workdir = Path(tempfile.mkdtemp(prefix="bench-opcua-"))
@@ -414,9 +449,7 @@ def bench_subscriptions(
             }
             for _ in range(rounds):
                 for kind in ("raw", "ours"):
-                    run = run_child(procs, kind, spec, counter, harness)
-                    print("  subscriptions " + brief(run), file=sys.stderr, flush=True)
-                    runs[kind].append(run)
+                    runs[kind].append(least_disturbed(procs, kind, spec, counter, harness, retry))
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -483,6 +516,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="raw/ours subscription rounds")
     parser.add_argument("--change-ms", type=float, default=20.0)
     parser.add_argument("--only", choices=["polling", "subscriptions"])
+    parser.add_argument("--quiet-wait", type=float, default=Retry.quiet_wait)
+    parser.add_argument("--noisy-retries", type=int, default=Retry.noisy_retries)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["raw", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -508,7 +543,11 @@ def main() -> int:
             os.sched_setaffinity(0, {SUT_CORE, HARNESS_CORE})
     if args.only != "polling":
         result["subscriptions"] = bench_subscriptions(
-            args.nodes, args.seconds, args.change_ms, args.rounds
+            args.nodes,
+            args.seconds,
+            args.change_ms,
+            args.rounds,
+            Retry(args.quiet_wait, args.noisy_retries),
         )
     path = write_result("opcua", result)
     for section in ("polling", "batching", "subscriptions"):
