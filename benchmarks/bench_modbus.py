@@ -343,6 +343,24 @@ def emit(event: str, **data: Any) -> None:
     print(json.dumps({"event": event, **data}), flush=True)
 
 
+def slot_schedules(slots: int) -> None:
+    """Device offsets rounded down to ``slots`` phases per period, so the devices of one phase
+    poll together (what an SDK-side phase grid would give; not SDK behaviour). Benchmark-only."""
+    from mapper_sdk._scheduler import Schedule
+
+    build = Schedule.build
+
+    def slotted(points: Any, start: float, offset: float) -> Any:
+        schedule = build(points, start, offset)
+        for group in schedule.groups:
+            step = group.period / slots
+            phase = (group.next_due - start) % group.period
+            group.next_due = start + phase // step * step
+        return schedule
+
+    Schedule.build = slotted  # type: ignore[method-assign]
+
+
 def saturate_schedules() -> None:
     """Back-to-back polling: every schedule's period becomes 1 µs, so a device reads again as soon
     as its previous cycle is published (one event-loop turn in between). Benchmark-only."""
@@ -371,6 +389,8 @@ async def child_ours(spec: dict[str, Any]) -> None:
     saturate = spec["mode"] == "saturate"
     if saturate:
         saturate_schedules()
+    elif spec.get("phase_slots"):
+        slot_schedules(int(spec["phase_slots"]))
     cycle_ms = 1 if saturate else int(spec["period_s"] * 1000)
     models: dict[int, Any] = {}
     bound = []
@@ -1135,6 +1155,8 @@ def bench_steady(args: argparse.Namespace, prof: Profile) -> dict[str, Any]:
     variants: list[tuple[str, str, dict[str, Any]]] = [("raw", "raw", {}), ("ours", "ours", {})]
     if prof.variants:
         variants.append(("ours_gc_freeze", "ours", {"gc_freeze": True}))
+    for slots in args.phase_slots:
+        variants.append((f"ours_phase_slots_{slots}", "ours", {"phase_slots": slots}))
     profile_path = HERE / "results" / "modbus-profile-steady.prof"
     if "steady" in args.profile:
         variants.append(("ours_profiled", "ours", {"profile": str(profile_path)}))
@@ -1286,6 +1308,14 @@ def main() -> None:
         nargs="*",
         default=[],
         help="cProfile ours at these layouts ('steady': an extra profiled 1 Hz run)",
+    )
+    parser.add_argument(
+        "--phase-slots",
+        nargs="*",
+        type=int,
+        default=[],
+        help="steady state: extra runs of ours with device offsets on N phases per period "
+        "(what an SDK phase grid would give; not SDK behaviour)",
     )
     parser.add_argument("--output", default="modbus", help="results/<output>.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
