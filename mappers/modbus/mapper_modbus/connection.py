@@ -172,7 +172,8 @@ class Link:
         async with self._connecting:  # devices reconnecting together open it once
             if self.connected:
                 return
-            self._close_channels()
+            if self._channels:  # a connection dropped without telling: fail what it carried
+                self._lost("reconnecting")
             channels: list[Channel] = []
             try:
                 for _ in range(self._slots):
