@@ -50,14 +50,23 @@ class _Client(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._on_puback = on_puback
+        self._recvs_left = 1  # socket reads allowed in this read callback
 
-    def buffered(self) -> int:
-        """Bytes read from the socket and not parsed yet (the selector cannot see them)."""
-        return len(self._rbuf)
+    def read_turn(self) -> MQTTErrorCode:
+        """Handle what one ``recv`` brings (and what is left of the previous one), then yield
+        to the event loop: a busy link must not starve the loop's other callbacks."""
+        self._recvs_left = 1
+        rc = self.loop_read()
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rbuf and self._sock is not None:
+            rc = self.loop_read()  # loop_read stops after as many packets as paho expects
+        return rc
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
         if not buf:
+            if not self._recvs_left:
+                raise BlockingIOError  # paho's "try again later"; the selector calls us back
+            self._recvs_left -= 1
             data = super()._sock_recv(_READ_SIZE)
             if len(data) <= bufsize:
                 return data
@@ -244,6 +253,12 @@ class PahoConnection:
         else:
             self._loop.call_soon_threadsafe(self._add_writer, sock)
 
+    def write_now(self) -> None:
+        """Write what paho has queued now instead of at the end of this loop turn."""
+        if self._write_soon is not None:
+            self._write_soon.cancel()
+            self._write_now()
+
     def _write_now(self) -> None:
         try:  # _write_soon stays set meanwhile: paho's register call from loop_write is ignored
             if self._sock is None or self.closed.done() or self._writing:
@@ -266,10 +281,7 @@ class PahoConnection:
                 self._loop.remove_writer(sock)
 
     def _read(self) -> None:
-        client = self.client
-        rc = client.loop_read()
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and client.buffered() and not self.closed.done():
-            rc = client.loop_read()  # loop_read stops after as many packets as paho expects
+        rc = self.client.read_turn()
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
             self._finish(f"read failed: {mqtt.error_string(rc)}")
 

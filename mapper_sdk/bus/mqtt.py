@@ -319,14 +319,25 @@ class MqttEventBus:
         self._turn_soon = soon
 
     def _turn(self) -> None:
-        """Commit staged reports and confirmations, hand out and publish what fits the window:
-        one outbox transaction and one burst of socket writes."""
-        self._turn_handle = None
+        """Commit staged reports and confirmations, hand out and publish what fits the window
+        (a quarter of it at most): one outbox transaction and one burst of socket writes."""
+        if self._turn_handle is not None:
+            self._turn_handle.cancel()  # when run directly, from a PUBACK
+            self._turn_handle = None
         self._progress.set()
         conn = self._conn
-        handed = self._flush(self._room() if conn is not None else 0)
+        chunk = self._chunk()
+        handed = self._flush(min(self._room(), chunk) if conn is not None else 0)
         if handed and conn is not None:
             self._send(conn, handed)
+            # Written now, not at the end of the loop turn: the broker works on this chunk
+            # while the next one is prepared (or while the rest of a read's PUBACKs are handled).
+            conn.write_now()
+            if len(handed) == chunk and self._outbox is not None and self._outbox.idle_count:
+                self._kick(soon=True)
+
+    def _chunk(self) -> int:
+        return max(1, self.settings.max_inflight // 4)
 
     def _room(self) -> int:
         """How many entries to hand out now: refilled in batches, a quarter window at least."""
@@ -387,8 +398,10 @@ class MqttEventBus:
             self._awaiting[entry.event_id] = (entry, deadline)
         else:
             self._confirm(entry)
-        # Refill the window at once when entries wait; a confirmation alone can wait a little.
-        self._kick(soon=self._outbox.idle_count > 0 and self._room() > 0)
+        if self._outbox.idle_count and self._room() >= self._chunk():
+            self._turn()  # refill at once, between PUBACKs of one read: keeps the broker busy
+        else:
+            self._kick(soon=False)  # a confirmation alone can wait a little
 
     def _wait_for_result(self, entry: Entry) -> bool:
         if entry.kind != "twin" or not entry.event_id:
