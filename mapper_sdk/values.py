@@ -76,6 +76,12 @@ _TWIN_TYPES = {
     PropertyType.BYTES: "string",  # base64url text; EdgeCore refuses "bytes"
 }
 _SHOW_CHARS = 40
+_FLOAT32 = struct.Struct("<f")
+_FLOAT32_MIN_NORMAL = 2.0**-126
+_FLOAT32_TEXTS: dict[float, str] = {}
+"""Memo of ``_float32_text`` (sensors repeat values): non-zero float32s only, since -0.0 and
+0.0 are one key; cleared when it reaches ``_FLOAT32_TEXTS_MAX``."""
+_FLOAT32_TEXTS_MAX = 16_384
 _EMPTY_MESSAGE = "an empty value cannot be reported as a twin (EdgeCore's typed checks refuse it)"
 
 
@@ -184,7 +190,7 @@ def _check_float_range(number: float, ptype: PropertyType) -> float:
 def _round_float32(number: float) -> float:
     """``number`` rounded to the nearest float32 (ties to even); infinite on overflow."""
     try:
-        return float(struct.unpack("<f", struct.pack("<f", number))[0])
+        return float(_FLOAT32.unpack(_FLOAT32.pack(number))[0])
     except OverflowError:  # struct refuses what C's rounding would make infinite
         return math.copysign(math.inf, number)
 
@@ -335,8 +341,15 @@ def format_value(value: Value, ptype: PropertyType) -> str:
 
 def to_twin(value: Value, ptype: PropertyType) -> tuple[Value, str]:
     """``(coerce(value, ptype), format_value(value, ptype))`` with a single conversion."""
-    if type(value) is float and ptype is PropertyType.DOUBLE and math.isfinite(value):
-        return value, _float_text(value)  # the hot path of most numeric devices
+    if type(value) is float:  # the hot path of most numeric devices
+        if ptype is PropertyType.FLOAT:
+            text = _FLOAT32_TEXTS.get(value)  # holds finite float32s only
+            if text is not None:
+                return value, text
+            if math.isfinite(value) and _round_float32(value) == value:  # read as a float32
+                return value, _float32_text(value)
+        elif ptype is PropertyType.DOUBLE and math.isfinite(value):
+            return value, _float_text(value)
     typed = coerce(value, ptype)
     return typed, _format_typed(typed, ptype)
 
@@ -371,7 +384,23 @@ def _float_text(number: float) -> str:
 def _float32_text(number: float) -> str:
     """Shortest text that reads back as the float32 ``number``, whether it is rounded to
     float32 directly (Go's ParseFloat(s, 32)) or through a float64 (our ``parse_value``)."""
-    for digits in range(1, 10):  # 9 significant digits always identify a float32
+    text = _FLOAT32_TEXTS.get(number)
+    if text is None:
+        text = _shortest_float32_text(number)
+        if number:  # not 0.0 / -0.0: equal as keys, different as texts
+            if len(_FLOAT32_TEXTS) >= _FLOAT32_TEXTS_MAX:
+                _FLOAT32_TEXTS.clear()
+            _FLOAT32_TEXTS[number] = text
+    return text
+
+
+def _shortest_float32_text(number: float) -> str:
+    # Candidates of 1 to 5 digits need not be tried for a normal float32: one that reads back
+    # lies within half a float32 step (< 6e-8 relative) of the number, so the number rounded
+    # to 6 digits is that same candidate (the 6-digit grid's half step is >= 5e-7 relative)
+    # and is tried first; ties (skipped below) are the same value at 6 digits too.
+    first = 6 if abs(number) >= _FLOAT32_MIN_NORMAL else 1  # subnormals: fewer bits
+    for digits in range(first, 10):  # 9 significant digits always identify a float32
         candidate = float(f"{number:.{digits}g}")
         # Through a float64 the two roundings agree unless the float64 lands exactly on a
         # float32 tie: then the direct rounding may depend on digits the float64 dropped, so

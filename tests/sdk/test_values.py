@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import random
 import re
 import string
 import struct
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mapper_sdk import values
 from mapper_sdk.errors import DesiredValueError, MapperError, ValueConversionError
 from mapper_sdk.models.device_model import AccessMode, ModelProperty, PropertyType
 from mapper_sdk.values import (
@@ -695,3 +697,52 @@ def test_check_desired_uses_given_bounds_instead_of_the_model() -> None:
 
 def test_check_desired_never_bounds_booleans() -> None:
     assert check_desired("true", prop(BOOLEAN), Bounds(0, 0)) is True
+
+
+# --- the fast float32 text is the one the plain search finds ------------------------------
+
+
+def _searched_float32_text(number: float) -> str:
+    """The plain search the fast path must agree with: 1 to 9 digits, first fit wins."""
+    for digits in range(1, 10):
+        candidate = float(f"{number:.{digits}g}")
+        if values._round_float32(candidate) == number and not values._is_float32_tie(candidate):
+            return values._float_text(candidate)
+    return values._float_text(number)
+
+
+@given(float32s)
+def test_fast_float32_text_matches_the_plain_search(number: float) -> None:
+    assert values._shortest_float32_text(number) == _searched_float32_text(number)
+
+
+def test_fast_float32_text_matches_the_plain_search_on_a_sweep() -> None:
+    rng = random.Random(20261206)
+    # Random bit patterns (every exponent, subnormals included), one-decimal sensor values
+    # and the float32 ties found by the tests above.
+    numbers = [_f32_from_bits(rng.getrandbits(31)) for _ in range(20_000)]
+    numbers += [f32(rng.randrange(-100_000, 100_000) / 10) for _ in range(5_000)]
+    numbers += [52182248.0, 128311984.0, f32(1e-45), f32(1.17549435e-38), FLT_MAX]
+    for number in numbers:
+        if math.isfinite(number):
+            for signed in (number, -number):
+                assert values._shortest_float32_text(signed) == _searched_float32_text(signed)
+
+
+def test_float32_texts_are_memoised_but_zero_keeps_its_sign() -> None:
+    values._FLOAT32_TEXTS.clear()
+    assert format_value(f32(23.4), FLOAT) == "23.4"
+    assert values._FLOAT32_TEXTS[f32(23.4)] == "23.4"
+    assert values.to_twin(f32(23.4), FLOAT) == (f32(23.4), "23.4")  # served from the memo
+    assert format_value(-0.0, FLOAT) == "-0.0"
+    assert format_value(0.0, FLOAT) == "0.0"
+    assert 0.0 not in values._FLOAT32_TEXTS
+
+
+def test_float32_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(values, "_FLOAT32_TEXTS_MAX", 8)
+    values._FLOAT32_TEXTS.clear()
+    for n in range(1, 30):
+        format_value(f32(n / 10), FLOAT)
+        assert len(values._FLOAT32_TEXTS) <= 8
+    values._FLOAT32_TEXTS.clear()
