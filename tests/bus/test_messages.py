@@ -698,7 +698,7 @@ def test_size_is_checked_before_parsing(parse, monkeypatch):
         raise AssertionError("orjson.loads must not see an oversize payload")
 
     big = b'{"event_id":"' + b"x" * (m.DEFAULT_MAX_PAYLOAD) + b'"}'
-    monkeypatch.setattr(m.orjson, "loads", boom)
+    monkeypatch.setattr(orjson, "loads", boom)
     with pytest.raises(MessageError, match=f"larger than {m.DEFAULT_MAX_PAYLOAD}"):
         parse(big)
     with pytest.raises(MessageError, match="larger than 10"):
