@@ -10,6 +10,7 @@ running and gets the write. Every desired value, from any source, goes through
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,14 @@ class MapperRuntime:
         write_wait: how long ``submit_desired`` waits for the device before answering
             ``pending`` (the value stays queued until it is applied or expires).
         sinks: where ``pushMethod``/``dbMethod`` values go (``mapper_sdk.sinks.SinkHub``).
+        freeze_after: seconds after an ``apply`` that started devices (they have connected
+            and read by then) to ``gc.freeze()`` the heap, so the cyclic collector's full
+            passes stop walking the long-lived objects of every device: with 1,000 devices
+            those passes took 60-165 ms each and set the tick lateness p99 (50 ms; 5 ms
+            frozen). ``None``: freeze at the end of ``apply``; a negative value: never.
+            Stopping a device thaws the heap first (its objects must be collectable), and the
+            next freeze runs a full collection before. An application that froze objects
+            itself is left alone.
     """
 
     def __init__(
@@ -68,8 +77,13 @@ class MapperRuntime:
         settings: SupervisorSettings | None = None,
         write_wait: float = 10.0,
         sinks: SinkHub | None = None,
+        freeze_after: float | None = 5.0,
     ) -> None:
         self.bus = bus
+        self.freeze_after = freeze_after
+        self._frozen = False  # we froze the heap (and will thaw it)
+        self._thawed = False  # thawed since: the next freeze collects fully first
+        self._freeze_timer: asyncio.TimerHandle | None = None
         self.sinks = sinks
         self.registry = registry if registry is not None else Registry.from_entry_points()
         self.settings = settings or SupervisorSettings()
@@ -97,6 +111,7 @@ class MapperRuntime:
     ) -> None:
         async with self._lock:
             self._closing = True
+            self._thaw()
             await self._remove_many(list(self._running))
         await self.bus.aclose()
         if self.sinks is not None:
@@ -135,7 +150,41 @@ class MapperRuntime:
             restarting = set(restart)
             for ref, device in wanted.items():
                 await self._apply_one(device, prints[ref], result, ref in restarting)
+            if result.started or result.restarted:
+                self._schedule_freeze()
         return result
+
+    # -- the heap ---------------------------------------------------------------------------
+
+    def _schedule_freeze(self) -> None:
+        if self.freeze_after is not None and self.freeze_after < 0:
+            return
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
+        if self.freeze_after is None:
+            self._freeze()
+        else:
+            loop = asyncio.get_running_loop()
+            self._freeze_timer = loop.call_later(self.freeze_after, self._freeze)
+
+    def _freeze(self) -> None:
+        self._freeze_timer = None
+        if self._closing or (gc.get_freeze_count() and not self._frozen):
+            return  # stopping, or the application froze objects itself
+        # Garbage frozen now would never be collected: young garbage always goes first, and
+        # after a thaw (devices were stopped) everything, the stopped devices' cycles too.
+        gc.collect(2 if self._thawed else 1)
+        gc.freeze()
+        self._frozen = True
+
+    def _thaw(self) -> None:
+        if self._freeze_timer is not None:
+            self._freeze_timer.cancel()
+            self._freeze_timer = None
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen, self._thawed = False, True
 
     async def _apply_one(
         self, device: BoundDevice, fingerprint: str, result: ApplyResult, restarting: bool
@@ -197,6 +246,8 @@ class MapperRuntime:
         each await would wait a loop turn shared with every device still polling, and
         stopping 10,000 devices took over a minute."""
         stopping = [(ref, r) for ref in refs if (r := self._running.pop(ref, None)) is not None]
+        if stopping:
+            self._thaw()
         for _, running in stopping:
             running.task.cancel()
         await asyncio.gather(*(running.task for _, running in stopping), return_exceptions=True)
@@ -206,6 +257,8 @@ class MapperRuntime:
             self.bus.device_removed(ref)
             if self.sinks is not None:
                 self.sinks.remove_device(ref)
+        if stopping and self._running and not self._closing:
+            self._schedule_freeze()  # the devices left: frozen again, after a full collection
         return len(stopping)
 
     # -- the single write path ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The runtime with the real virtual driver: supervision, writes, diffs, failure isolation."""
 
 import asyncio
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -241,3 +242,45 @@ async def _until_offline(runtime, ref) -> None:  # type: ignore[no-untyped-def]
 
     bus = runtime.bus
     await bus.wait_for(lambda: runtime.devices[ref].state is S.OFFLINE, 5)
+
+
+async def test_heap_is_frozen_after_start_up_and_thawed_to_stop_devices() -> None:
+    from mapper_sdk._registry import Registry
+    from mapper_sdk.runtime import MapperRuntime
+    from mapper_sdk.testing import FAST_SETTINGS, MemoryBus
+
+    assert gc.get_freeze_count() == 0
+    registry = Registry.from_entry_points()
+    one, two = thermo("one"), thermo("two")
+    bound = [bind_or_raise(d, MODEL, VirtualDriver) for d in (one, two)]
+    bus = MemoryBus()
+    runtime = MapperRuntime(bus, registry=registry, settings=FAST_SETTINGS, freeze_after=None)
+    async with runtime:
+        await runtime.apply(bound)
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # start-up objects are out of the collector's way
+        await bus.wait_for(lambda: bus.state_of(ref_of(two)) is DeviceState.ONLINE)
+        await runtime.remove(ref_of(two))
+        # Thawed to stop "two", collected, then frozen again for the device that runs on.
+        assert gc.get_freeze_count() > 0
+        assert runtime._frozen
+        assert runtime._thawed
+        await runtime.apply(bound[:1])
+    assert gc.get_freeze_count() == 0  # nothing stays frozen after the runtime
+    assert not runtime._frozen
+
+
+async def test_a_heap_frozen_by_the_application_is_left_alone() -> None:
+    from mapper_sdk.runtime import MapperRuntime
+    from mapper_sdk.testing import FAST_SETTINGS, MemoryBus
+
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        runtime = MapperRuntime(MemoryBus(), settings=FAST_SETTINGS, freeze_after=None)
+        async with runtime:
+            await runtime.apply([bind_or_raise(thermo("one"), MODEL, VirtualDriver)])
+            assert not runtime._frozen
+        assert gc.get_freeze_count() > before // 2  # not thawed by us (0 if it were)
+    finally:
+        gc.unfreeze()
