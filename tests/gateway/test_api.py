@@ -3,6 +3,11 @@ models, files, the KubeEdge-compatible routes, OpenAPI and server-sent events.""
 
 from __future__ import annotations
 
+import gc
+import logging
+import re
+from pathlib import Path
+
 import httpx
 import orjson
 import pytest
@@ -11,7 +16,7 @@ from mapper_gateway.gateway import Gateway
 from mapper_sdk import DeviceRef
 from mapper_sdk.virtual import VirtualDriver
 
-from .kit import AUTH, served, wait_until
+from .kit import AUTH, make_settings, served, wait_until
 
 REF = DeviceRef("default", "thermo-1")
 PROP = "/api/v1/devices/default/thermo-1/properties"
@@ -197,3 +202,19 @@ async def test_server_sent_events_stream_property_updates(gateway: Gateway) -> N
     assert data["device"] == "default/thermo-1"
     assert data["values"]
     await wait_until(lambda: not gateway.events.subscribers)  # the client is forgotten
+
+
+async def test_start_up_reports_its_phases_and_leaves_the_collector_on(
+    tmp_path: Path, devices_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "mapper_gateway")
+    async with Gateway(make_settings(tmp_path, devices_dir)) as gw:
+        await gw.wait_loaded(10)
+        # The collector is paused while the devices start, and only then.
+        assert gc.isenabled()
+        assert gc.get_freeze_count() == 0
+        assert gw.require_runtime().supervisor(REF) is not None
+    found = re.search(
+        r"start-up: 2 files read in [\d.]+ s, 1 devices started in [\d.]+ s", caplog.text
+    )
+    assert found is not None, caplog.text
