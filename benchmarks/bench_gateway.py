@@ -13,7 +13,9 @@ process and measures:
 - RSS of the gateway process after it has run for ``--settle`` seconds;
 - REST property read latency: ``GET /api/v1/devices/{ns}/{name}/properties/{p}`` against a
   bare FastAPI endpoint returning the same JSON from its own uvicorn process, same run,
-  requests alternating between the two, one keep-alive client each.
+  requests alternating between the two, one keep-alive client each;
+- the audit file's price on writes: REST write p50 with the audit file on this disk (fsynced
+  per batch) and on tmpfs (``/dev/shm``, where fsync is free), one gateway each.
 
 The MQTT bus is off (``--mqtt-url off``): the figures are the gateway's own, not a broker's.
 Targets: RSS <= 100 MB (1,000) and <= 250 MB (10,000); start-up <= 3 s (10,000); read p50
@@ -114,13 +116,13 @@ _PHASES = re.compile(r"start-up: \d+ files read in ([\d.]+) s, \d+ devices start
 
 
 def start_gateway(
-    directory: Path, state: Path, port: int, log: Path
+    directory: Path, state: Path, port: int, log: Path, *extra: str
 ) -> tuple[subprocess.Popen[bytes], float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPPER_GATEWAY_")}
     env["MAPPER_GATEWAY_TOKEN"] = "bench-token"
     command = [sys.executable, "-m", "mapper_gateway", "run", "--devices", str(directory)]
     command += ["--mqtt-url", "off", "--api", f"127.0.0.1:{port}", "--state-dir", str(state)]
-    command += ["--log-level", "INFO"]
+    command += ["--log-level", "INFO", *extra]
     started = time.perf_counter()
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -205,6 +207,48 @@ def _wait_up(client: httpx.Client, path: str) -> None:
     raise RuntimeError("the bare FastAPI server did not start")
 
 
+def write_p50(port: int, rounds: int) -> float:
+    """Median REST write (PUT, answered once the device applied it), in milliseconds."""
+    path = "/api/v1/devices/default/device-00001/properties/p1"
+    auth = {"Authorization": "Bearer bench-token"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30) as http:
+        times = []
+        for n in range(rounds + 20):  # the first 20 warm up
+            t0 = time.perf_counter()
+            answer = http.put(path, json={"value": 10 + n % 50})
+            times.append(time.perf_counter() - t0)
+            assert answer.status_code in (200, 202), answer.text
+    return statistics.median(times[20:]) * 1000
+
+
+def audit_cost(directory: Path, tmp: Path, log: Path, rounds: int) -> dict[str, Any]:
+    """REST write p50 with the audit file on this disk (an fsync per batch) against the same
+    writes with it on tmpfs, where fsync costs nothing: the audit's price on the write path."""
+    shm = Path("/dev/shm")
+    places = {"disk": tmp / "audit" / "audit.log"}
+    if shm.is_dir():
+        places["tmpfs"] = Path(tempfile.mkdtemp(dir=shm)) / "audit.log"
+    result: dict[str, Any] = {"writes_each": rounds}
+    for name, audit_file in places.items():
+        port = free_port()
+        process, _ = start_gateway(
+            directory, tmp / "state", port, log, "--audit-file", str(audit_file)
+        )
+        try:
+            result[f"{name}_p50_ms"] = write_p50(port, rounds)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+        lines = audit_file.read_bytes().count(b"\n")
+        assert lines >= rounds, f"{lines} audit lines for {rounds} writes"
+        if name == "tmpfs":
+            audit_file.unlink()
+            audit_file.parent.rmdir()
+    if "tmpfs_p50_ms" in result:
+        result["ratio_p50"] = result["disk_p50_ms"] / result["tmpfs_p50_ms"]
+    return result
+
+
 def phases(ready_s: float, log: Path) -> dict[str, float]:
     """The gateway's own split of one start-up (seconds)."""
     found = _PHASES.search(log.read_text(errors="replace"))
@@ -240,6 +284,7 @@ def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, An
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(60)
+        audit = audit_cost(directory, Path(tmp), log, max(100, rounds // 4)) if rounds else None
     best = ready_runs.index(min(ready_runs))
     ready_s = ready_runs[best]
     result: dict[str, Any] = {
@@ -256,6 +301,8 @@ def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, An
     }
     if latency is not None:
         result["rest_read"] = latency
+    if audit is not None:
+        result["rest_write_audit"] = audit
     runs = ", ".join(f"{r:.2f}" for r in ready_runs)
     print(f"{count} devices: ready in {ready_s:.2f} s (runs: {runs}), RSS {rss:.1f} MB", flush=True)
     if split[best]:
@@ -267,6 +314,9 @@ def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, An
             f"{latency['bare_p50_ms']:.3f} ms: x{latency['ratio_p50']:.2f}",
             flush=True,
         )
+    if audit is not None:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in audit.items() if k != "writes_each")
+        print(f"  REST write p50 with the audit file fsynced: {shown}", flush=True)
     return result
 
 
