@@ -2,7 +2,8 @@
 
 A ``Connection`` is used for one connect attempt and then thrown away: reusing a Client after
 a lost link can hang forever (asyncua #1660), so the driver builds a new one on every connect.
-asyncua's own reconnect loop stays off; the SDK supervisor owns reconnection. asyncua's
+asyncua's own reconnect loop stays off (``subscription`` says why: its session transfer and
+republish are not safe in asyncua 2.1); the SDK supervisor owns reconnection. asyncua's
 watchdog still probes the server every ``keepAliveInterval`` and reports a lost socket or a
 failed probe through ``connection_lost_callback``, which sets ``lost``; every later request and
 the subscriptions then fail with ``DeviceConnectError``.

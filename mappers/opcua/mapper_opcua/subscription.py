@@ -9,6 +9,32 @@ Death is detected, not waited out: a lost link (asyncua's watchdog), a bad statu
 notification (the server timed the subscription out, or asyncua informs of a shutdown) or no
 Publish response, not even a keep-alive, for three keep-alive periods all raise
 ``DeviceConnectError``.
+
+Why the read covers the gap, and why TransferSubscriptions/Republish are not used. After a
+lost link the supervisor reconnects with backoff through a new ``Connection``: a new session,
+new subscriptions (a new monitored item sends its current value first) and one batched Read of
+every subscribed node. So every twin gets the latest value, whatever happened meanwhile and
+even from a server that sends no initial notification. What is lost is the values in between
+(a property that changed several times while the link was down is reported once, with its
+last value); a twin only holds the latest value, but a sink that wants every value misses them.
+
+Keeping them is possible when the server kept the session: it keeps an activated session with
+subscriptions for ``sessionTimeout`` after its channel is lost (Part 4 §6.7; asyncua's server
+does), and a client can re-activate it on a new channel, take the subscriptions back with
+TransferSubscriptions and ask Republish for what was sent but not acknowledged. asyncua 2.1
+does this only inside its own reconnect loop (``Client(auto_reconnect=True)``), and against
+its own server (the device of ``tests/mappers/opcua``, restarted during a subscription) that
+loop is not safe: (1) the server answers Republish of an unknown sequence number with an empty
+message (SequenceNumber 0) instead of BadMessageNotAvailable, and the client's gap loop stops
+only on that error, so it republishes thousands of sequence numbers until the channel breaks
+again; (2) a subscription whose re-creation fails half-way (the channel broke again) is left
+with no monitored items while it keeps receiving keep-alives: every value is lost and no
+keep-alive check can see it. Re-activating the old session from a new Client instead
+(``session_state_path``) leaves its subscriptions without an asyncua ``Subscription`` to
+deliver to, and asyncua has no API to adopt them. So asyncua's reconnect loop stays off and
+the read covers the gap; worth revisiting when asyncua fixes the two. A side effect: after a
+lost link, the old session and its subscriptions stay on the server until ``sessionTimeout``
+(default 60 s), since nothing can close them over a dead channel.
 """
 
 from __future__ import annotations

@@ -143,12 +143,29 @@ class DeviceServer:
         """Client connections the server holds open now."""
         return sum(not t.is_closing() for t in self.server.iserver.asyncio_transports)
 
-    async def restart(self, while_down: Iterable[tuple[str, Any, ua.VariantType]] = ()) -> None:
-        """Close every connection and the listener; apply ``while_down``; listen again."""
+    def sessions(self) -> int:
+        """Client sessions the server keeps, with or without a connection."""
+        return len(self.server.iserver._external_sessions)
+
+    async def restart(
+        self,
+        while_down: Iterable[tuple[str, Any, ua.VariantType]] = (),
+        *,
+        forget_sessions: bool = False,
+    ) -> None:
+        """Close every connection and the listener; apply ``while_down``; listen again.
+
+        Sessions with subscriptions outlive their connection (Part 4 §6.7), as in a server that
+        only lost its network; ``forget_sessions`` closes them too, as a restarted server
+        process would have none.
+        """
         bserver = self.server.bserver
         assert bserver is not None
         host, port = bserver.hostname, bserver.port
         await bserver.stop()
+        if forget_sessions:
+            for session in list(self.server.iserver._external_sessions.values()):
+                await session.close_session(delete_subs=True)
         for name, value, variant in while_down:
             await self.set(name, value, variant)
         fresh = BinaryServer(self.server.iserver, host, port, self.server.limits)

@@ -60,16 +60,24 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> No
             await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("forget_sessions", [False, True], ids=["link-lost", "server-restarted"])
 async def test_restart_during_a_subscription_reports_what_changed_meanwhile(
-    device: DeviceServer,
+    device: DeviceServer, forget_sessions: bool
 ) -> None:
-    dev, model = opcua_device("restarted", _props(device), {"url": device.url})
+    """A lost link (the server keeps the old session) and a restarted server (it has none):
+    both end in a new session, new subscriptions and a read of every value."""
+    name = "restarted-" + ("server" if forget_sessions else "link")
+    dev, model = opcua_device(name, _props(device), {"url": device.url})
     ref = ref_of(dev)
     await device.set("level", 1.0, ua.VariantType.Double)
     async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
         await bus.wait_for(lambda: bus.latest(ref, "level") == "1.0")
         await device.restart(
-            while_down=[("level", 2.5, ua.VariantType.Double), ("small", 321, ua.VariantType.Int16)]
+            while_down=[
+                ("level", 2.5, ua.VariantType.Double),
+                ("small", 321, ua.VariantType.Int16),
+            ],
+            forget_sessions=forget_sessions,
         )
         await bus.wait_for(lambda: bus.latest(ref, "level") == "2.5", timeout=10)
         await bus.wait_for(lambda: bus.latest(ref, "small") == "321", timeout=10)
