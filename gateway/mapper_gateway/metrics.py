@@ -120,6 +120,11 @@ class GatewayCollector(Collector):
             gateway.guard.limiter.blocked_total,
         )
         yield _counter("mapper_gateway_reloads", "devices-directory reloads", gateway.reloads)
+        audit = gateway.audit
+        yield _counter("mapper_gateway_audit_lines", "audit lines on disk", audit.written)
+        yield _counter(
+            "mapper_gateway_audit_lost", "audit lines the disk refused (see the log)", audit.errors
+        )
         files = gateway.files
         rejected = len(files.rejected()) if files is not None else 0
         yield _gauge(

@@ -91,6 +91,9 @@ async def test_every_write_attempt_is_one_line_in_the_file_and_reads_none(
     assert records[1]["reason"] == "read_only"
     if os.name == "posix":
         assert path.stat().st_mode & 0o777 == 0o600  # values and addresses: owner only
+    metrics = (await client.get("/metrics")).text
+    assert f"mapper_gateway_audit_lines_total {float(len(attempts))}" in metrics
+    assert "mapper_gateway_audit_lost_total 0.0" in metrics
 
 
 async def test_lines_are_fsynced_in_batches_never_in_the_event_loop(
