@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from mapper_gateway import dashboard
 from mapper_gateway.__main__ import main
 from mapper_gateway.api import ROUTERS
+from mapper_gateway.app import create_app
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.security import ApiToken, FailureLimiter
 
@@ -217,6 +218,8 @@ async def test_beyond_loopback_every_route_but_the_public_ones_needs_the_token(
     assert ("GET", "/api/v1/devices") in checked
     assert ("PUT", "/api/v1/devices/{namespace}/{name}/properties/{prop}") in checked
     assert len(checked) >= 15
+    # Every documented route of the real application is one the walk covered.
+    assert set(create_app(exposed).openapi()["paths"]) <= {route.path for route in routes}
 
 
 @pytest.mark.parametrize("value", ["", "   "])
