@@ -130,7 +130,13 @@ class Gateway:
     async def _start(self) -> None:
         if self.files is not None and not self.files.directory.is_dir():
             raise ConfigError(f"--devices {self.settings.devices}: not a directory")
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"state_dir {self.settings.state_dir}: {exc.strerror}; set --state-dir to a "
+                "directory this user can write"
+            ) from exc
         self.audit.start()
         self._stack.push_async_callback(asyncio.to_thread, self.audit.close)
         mqtt_url = self.settings.mqtt_url

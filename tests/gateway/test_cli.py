@@ -133,3 +133,16 @@ def _read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> 
         assert line is not None, f"the demo ended before printing {marker!r}: {lines}"
         lines.append(line)
     return lines
+
+
+def test_an_unusable_state_dir_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAPPER_GATEWAY_TOKEN", "a-token-for-this-test")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    state = blocker / "state"
+    assert main(["run", "--mqtt-url", "off", "--state-dir", str(state)]) == 2
+    error = capsys.readouterr().err
+    assert f"state_dir {state}: Not a directory; set --state-dir" in error
+    assert "Traceback" not in error
