@@ -101,6 +101,7 @@ async def test_swagger_ui_renders_in_chromium_from_the_gateway_alone(
             timeout=60,
         )
         assert any("/api/v1/devices" in path for path in paths)
+        assert "token" not in await page.run("return location.href")
         title = await page.run("return document.querySelector('.info .title')?.textContent")
         assert "mapper-gateway" in title
         loaded = await page.run("return performance.getEntriesByType('resource').map(e => e.name)")
