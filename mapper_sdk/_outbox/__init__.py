@@ -35,9 +35,11 @@ are the caller's to count; ``Entry.attempts`` says how often an entry was handed
 Age. Wall-clock steps must not delete rows early, so age is measured on the outbox's own clock:
 elapsed time of the ``clock`` callable (default :func:`time.monotonic`; pass a monotonic clock,
 never ``time.time``), summed call to call with backward steps counted as zero, persisted in the
-database with every write. An entry expires when that clock has advanced more than ``max_age_s``
-since its insertion. Time while the process is down does not count: rows can only live longer
-than ``max_age_s``, never shorter. The stamp is monotone in id, so expiry deletes a prefix.
+database with a write once a second of it has passed, and on close. An entry expires when that
+clock has advanced more than ``max_age_s`` since its insertion; expired entries are looked for
+at most every 0.1% of ``max_age_s`` (1 s at most). Time while the process is down does not
+count: rows can only live longer than ``max_age_s``, never shorter. The stamp is monotone in
+id, so expiry deletes a prefix.
 
 Compaction (``compaction=True``). Appending an entry whose ``key`` is not ``None`` deletes every
 *older, not in flight* entry with the same ``(device_id, kind, key)``, each counted as

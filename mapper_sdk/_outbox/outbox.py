@@ -37,7 +37,6 @@ from mapper_sdk._outbox.schema import (
     SELECT_IDLE,
     SELECT_OLDER,
     SELECT_PARKED,
-    SIZE_OF_IDS,
     UNCOUNT_IDS,
 )
 from mapper_sdk._outbox.storage import Opened, open_or_fallback
@@ -45,6 +44,7 @@ from mapper_sdk._outbox.storage import Opened, open_or_fallback
 log = logging.getLogger("mapper_sdk.outbox")
 
 _MAX_ID: Final = 2**63 - 1
+_AGE_SAVE_INTERVAL: Final = 1.0  # seconds of the outbox clock between saves of it
 
 
 @dataclass(slots=True)
@@ -148,7 +148,8 @@ class Outbox:
         self._rows, self._bytes = int(rows), int(size)
         self._parked = int(conn.execute("SELECT count(*) FROM parked").fetchone()[0])
         meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-        self._age = float(meta.get("age", 0.0))
+        self._age = self._age_saved = float(meta.get("age", 0.0))
+        self._next_expiry = -math.inf  # the outbox's age at which to look for expired rows
         if "generation" not in meta:
             meta["generation"] = secrets.token_hex(8)
             conn.execute("INSERT INTO meta VALUES ('generation', ?)", (meta["generation"],))
@@ -285,8 +286,10 @@ class Outbox:
             self._drop_through(conn, tx, last, "outbox_full_bytes")
 
     def _expire(self, conn: sqlite3.Connection, tx: _Tx) -> None:
-        if self.max_age_s is None or self._rows + tx.rows == 0:
+        if self.max_age_s is None or self._rows + tx.rows == 0 or self._age < self._next_expiry:
             return
+        # Looked for at most every 0.1% of max_age_s (1 s at most), not on every commit.
+        self._next_expiry = self._age + min(1.0, self.max_age_s / 1000)
         # Stamps grow with ids, so the first row still young ends the expired prefix; finding
         # it scans only the expired rows.
         young = conn.execute(
@@ -313,10 +316,9 @@ class Outbox:
         self, conn: sqlite3.Connection, tx: _Tx, ids: Sequence[int], reason: str | None
     ) -> int:
         """Delete these entries (missing ids are ignored); count them under ``reason``."""
-        id_list = _json_ids(ids)
-        deleted, size = conn.execute(SIZE_OF_IDS, (id_list,)).fetchone()
-        conn.execute(DELETE_IDS, (id_list,))
-        tx.rows, tx.bytes = tx.rows - deleted, tx.bytes - int(size)
+        sizes = conn.execute(DELETE_IDS, (_json_ids(ids),)).fetchall()
+        deleted, size = len(sizes), sum(row[0] for row in sizes)
+        tx.rows, tx.bytes = tx.rows - deleted, tx.bytes - size
         if reason is not None and deleted:
             tx.drops[reason] += deleted
         tx.settled.extend(ids)
@@ -480,7 +482,11 @@ class Outbox:
         try:
             conn.execute("BEGIN IMMEDIATE")
             yield conn, tx
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('age', ?)", (self._age,))
+            # The clock is saved once a second, not with every commit (a page write less): a
+            # crash can only make it restart behind, so rows live longer, never shorter.
+            save_age = self._age >= self._age_saved + _AGE_SAVE_INTERVAL
+            if save_age:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('age', ?)", (self._age,))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
@@ -488,6 +494,8 @@ class Outbox:
         except BaseException:
             _rollback(conn)
             raise
+        if save_age:
+            self._age_saved = self._age
         self._apply(tx)
 
     def _apply(self, tx: _Tx) -> None:

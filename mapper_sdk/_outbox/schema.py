@@ -69,10 +69,7 @@ PARK: Final = (
     " SELECT id, ?, attempts, device_id, kind, key, event_id, topic, payload"
     " FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
 )
-SIZE_OF_IDS: Final = (
-    "SELECT count(*), total(size) FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
-)
-DELETE_IDS: Final = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
+DELETE_IDS: Final = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?)) RETURNING size"
 RELEASE_IDS: Final = "UPDATE outbox SET inflight = 0 WHERE id IN (SELECT value FROM json_each(?))"
 UNCOUNT_IDS: Final = (
     "UPDATE outbox SET attempts = max(0, attempts - 1) WHERE id IN (SELECT value FROM json_each(?))"

@@ -54,7 +54,7 @@ class MqttSettings:
     result_timeout: float = 10.0
     """Seconds to wait for EdgeCore's result before a report is sent again."""
     max_inflight: int = 1000
-    batch_delay: float = 0.002
+    batch_delay: float = 0.01
     """Seconds a report may wait in memory so reports (and confirmations) arriving close
     together share one outbox commit and one burst of socket writes; 0: every loop turn."""
     max_payload: int = 64 * 1024
