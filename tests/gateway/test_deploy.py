@@ -286,6 +286,10 @@ def test_the_image_steps_build_and_install_a_working_gateway(tmp_path: Path) -> 
         assert page.status_code == 200
         assert "static/app.js" in page.text
         assert httpx.get(f"{base}/static/app.js", timeout=10).status_code == 200
+        # /docs needs no CDN: Swagger UI comes from the wheel too.
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "docs.js"):
+            assert httpx.get(f"{base}/docs/assets/{asset}", timeout=10).status_code == 200
+        assert (tmp_path / "state" / "audit.log").is_file()  # the audit file is opened at start
         devices_list = httpx.get(f"{base}/api/v1/devices", timeout=10).json()
         assert [d["id"] for d in devices_list["items"]] == ["default/thermo-1"]
     finally:
