@@ -34,22 +34,30 @@ OnPublished = Callable[[int], None]
 
 _READ_SIZE = 64 * 1024
 _PUBACK = int(mqtt.PUBACK)
+_PUBLISH = int(mqtt.PUBLISH)
+_PUBLISH_QOS1 = bytes([_PUBLISH | 0x02])
 
 
 class _Client(mqtt.Client):
-    """paho's client with a shorter path for what a QoS 1 publisher receives most: PUBACKs.
+    """paho's client with a shorter path for what a QoS 1 publisher does most.
 
-    paho reads every packet with at least three ``recv`` calls (type, length, body) and turns
-    each PUBACK into a ``ReasonCode`` and a ``Properties`` object before its callback; here
-    reads are buffered (``_READ_SIZE`` per ``recv``; ``buffered`` says what is left to parse)
-    and an MQTT 3.1.1 PUBACK for a message paho holds goes straight to ``on_puback``, with
-    paho's own bookkeeping done the same way. Everything else takes paho's path.
+    ``publish_qos1`` queues a QoS 1 PUBLISH packet on paho's own queue (paho's ids, writes,
+    keep-alive bookkeeping) without paho's per-message objects (``MQTTMessage``, an
+    ``MQTTMessageInfo`` with its lock and condition); its PUBACK goes straight to
+    ``on_puback``. paho reads every packet with at least three ``recv`` calls (type, length,
+    body) and turns each PUBACK into a ``ReasonCode`` and a ``Properties`` object before its
+    callback; here reads are buffered (``_READ_SIZE`` per ``recv``), and an MQTT 3.1.1 PUBACK
+    for a message paho holds gets paho's own bookkeeping in a few lines. Everything else
+    (other QoS, retained messages, subscriptions, incoming messages) takes paho's path. A
+    message published this way is not kept for a resend by paho: the caller's outbox keeps it
+    (one client is one session attempt anyway).
     """
 
     def __init__(self, *args: Any, on_puback: OnPublished, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._on_puback = on_puback
+        self._qos1: set[int] = set()  # ids of publish_qos1 messages awaiting their PUBACK
         self._recvs_left = 1  # socket reads allowed in this read callback
 
     def read_turn(self) -> MQTTErrorCode:
@@ -60,6 +68,28 @@ class _Client(mqtt.Client):
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rbuf and self._sock is not None:
             rc = self.loop_read()  # loop_read stops after as many packets as paho expects
         return rc
+
+    def publish_qos1(self, topic: bytes, payload: bytes) -> int:
+        """Queue a QoS 1 PUBLISH (MQTT 3.1.1, not retained); return its message id."""
+        if self._sock is None:
+            raise EventBusError("publish failed: not connected")
+        mid = self._mid_generate()
+        length = 4 + len(topic) + len(payload)  # topic length, topic, id, payload
+        if length >= 268_435_456:
+            raise EventBusError(f"publish failed: a payload of {len(payload)} bytes is too large")
+        size = bytearray()
+        while True:  # MQTT's variable-length integer
+            byte, length = length & 0x7F, length >> 7
+            size.append(byte | 0x80 if length else byte)
+            if not length:
+                break
+        packet = b"".join(
+            (_PUBLISH_QOS1, size, len(topic).to_bytes(2, "big"), topic, mid.to_bytes(2, "big"),
+             payload)
+        )  # fmt: skip
+        self._qos1.add(mid)
+        self._packet_queue(_PUBLISH, packet, mid, 1)
+        return mid
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
@@ -83,6 +113,10 @@ class _Client(mqtt.Client):
             and self._protocol != mqtt.MQTTv5
         ):
             mid = int.from_bytes(packet["packet"][:2], "big")
+            if mid in self._qos1:
+                self._qos1.discard(mid)
+                self._on_puback(mid)
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
             message = self._out_messages.pop(mid, None)
             if message is not None:  # else a PUBACK for nothing we hold: ignored, as paho does
                 if message.qos > 0:
@@ -165,6 +199,8 @@ class PahoConnection:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int:
         """Queue a publish; returns its message id (PUBACK arrives via ``on_published``)."""
+        if qos == 1 and not retain:  # the client speaks MQTT 3.1.1 (_make_client)
+            return self.client.publish_qos1(topic.encode(), payload)
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise EventBusError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")

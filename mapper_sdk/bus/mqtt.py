@@ -148,10 +148,8 @@ class MqttEventBus:
     def publish_twins(self, report: TwinReport) -> None:
         ref = report.ref
         event_id = f"{self._event_prefix}{next(self._event_ids)}"
-        payload = msg.build_checked_twin_report(  # names checked at bind, values by values.py
-            {t.name: (t.value, t.type) for t in report.twins},
-            event_id=event_id,
-            timestamp=report.timestamp_ms,
+        payload = msg.build_checked_twin_report_of(  # names checked at bind, values by values.py
+            report.twins, event_id=event_id, timestamp=report.timestamp_ms
         )
         topic = self._twin_topics.get(ref)
         if topic is None:

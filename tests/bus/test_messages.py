@@ -954,3 +954,27 @@ def test_checked_report_builder_gives_the_same_bytes_as_the_checking_one() -> No
     slow = m.build_twin_report(values, event_id="e-1", timestamp=1714000000000)
     assert fast == slow
     m.parse_twin_update(fast)  # and EdgeCore's own rules accept it
+
+
+_TWIN_TEXT = st.text(alphabet="abcXYZ019-_.,:/@#", min_size=1, max_size=20)
+
+
+@given(
+    st.dictionaries(_TWIN_TEXT, st.tuples(_TWIN_TEXT, st.sampled_from(sorted(m.TWIN_TYPES)))),
+    st.text(max_size=30),
+    st.integers(min_value=0, max_value=2**63 - 1),
+)
+def test_report_written_as_text_is_the_orjson_encoding(
+    values: dict[str, tuple[str, str]], event_id: str, timestamp: int
+) -> None:
+    twins = [TwinRow(name, value, type_) for name, (value, type_) in values.items()]
+    text = m.build_checked_twin_report_of(twins, event_id=event_id, timestamp=timestamp)
+    assert text == m.build_checked_twin_report(values, event_id=event_id, timestamp=timestamp)
+    assert orjson.loads(text)["event_id"] == event_id  # quotes and controls are escaped
+
+
+@dataclass(frozen=True)
+class TwinRow:
+    name: str
+    value: str
+    type: str

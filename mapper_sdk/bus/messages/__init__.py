@@ -26,7 +26,9 @@ Timestamps are integer milliseconds since the epoch.
 from __future__ import annotations
 
 from mapper_sdk.bus.messages.build import (
+    NamedTwin,
     build_checked_twin_report,
+    build_checked_twin_report_of,
     build_device_updated,
     build_error_result,
     build_membership_get,
@@ -102,6 +104,7 @@ __all__ = [
     "MessageError",
     "MsgAttr",
     "MsgTwin",
+    "NamedTwin",
     "Payload",
     "StateUpdate",
     "StateUpdateResult",
@@ -115,6 +118,7 @@ __all__ = [
     "TwinValue",
     "TwinVersion",
     "build_checked_twin_report",
+    "build_checked_twin_report_of",
     "build_device_updated",
     "build_error_result",
     "build_membership_get",
