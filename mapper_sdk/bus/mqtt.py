@@ -396,7 +396,7 @@ class MqttEventBus:
             self._awaiting[entry.event_id] = (entry, deadline)
         else:
             self._confirm(entry)
-        if self._outbox.idle_count and self._room() >= self._chunk():
+        if (self._outbox.idle_count or self._staged) and self._room() >= self._chunk():
             self._turn()  # refill at once, between PUBACKs of one read: keeps the broker busy
         else:
             self._kick(soon=False)  # a confirmation alone can wait a little
