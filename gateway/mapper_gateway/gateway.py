@@ -37,6 +37,7 @@ from mapper_sdk import BoundDevice, ConfigError, EventBus, MapperRuntime, Regist
 if TYPE_CHECKING:
     from mapper_sdk.bus.mqtt import MqttEventBus
     from mapper_sdk.dmi.link import DmiLink
+    from mapper_sdk.sinks import SinkHub
 
 log = logging.getLogger("mapper_gateway")
 
@@ -98,6 +99,7 @@ class Gateway:
         self.mqtt: MqttEventBus | None = None
         self.links: dict[str, DmiLink] = {}
         self.runtime: MapperRuntime | None = None
+        self.sinks: SinkHub | None = None
         self.sources: DeviceSources | None = None
         self.members: set[str] | None = None
         self.started_at = time.time()
@@ -148,12 +150,30 @@ class Gateway:
         if mqtt_url != "off":
             self.mqtt = self._mqtt_bus(mqtt_url)
         self.members = self._load_members() if self.settings.membership else None
-        runtime = MapperRuntime(TapBus(self._router(), self.events), registry=self.registry)
+        self.sinks = self._sink_hub()
+        runtime = MapperRuntime(
+            TapBus(self._router(), self.events), registry=self.registry, sinks=self.sinks
+        )
         self.runtime = runtime
         assert self.sources is not None
         self.sources.attach(runtime)
         await self._stack.enter_async_context(runtime)
         self._tasks.append(asyncio.create_task(self._load_and_watch(), name="devices directory"))
+
+    def _sink_hub(self) -> SinkHub:
+        """The devices' ``pushMethod``/``dbMethod`` destinations and the local SQLite store,
+        each behind its own bounded queue (the runtime closes the hub when it stops)."""
+        from mapper_sdk.sinks import RunnerSettings, SinkHub, SqliteSettings
+
+        settings = self.settings
+        local = None
+        if settings.local_store:
+            local = SqliteSettings(
+                settings.state_dir / "values.sqlite3",
+                max_rows=settings.local_store_max_rows,
+                max_age=settings.local_store_max_age,
+            )
+        return SinkHub(settings=RunnerSettings(max_queue=settings.sink_queue), local_store=local)
 
     def _mqtt_bus(self, url: str) -> MqttEventBus:
         # Imported here: paho and the outbox cost ~60 ms of start-up that --mqtt-url off skips.

@@ -45,6 +45,7 @@ class GatewayCollector(Collector):
         if runtime is not None:
             yield from _devices(list(runtime.devices.values()))
         yield from self._mqtt()
+        yield from self._sinks()
         yield from self._dmi()
         yield from self._gateway()
 
@@ -101,6 +102,27 @@ class GatewayCollector(Collector):
             dropped.add_metric([protocol], link.dropped)
             limited.add_metric([protocol], link.stats.rate_limited)
         yield from (registered, queued, dropped, limited)
+
+    def _sinks(self) -> Iterator[Metric]:
+        hub = self.gateway.sinks
+        if hub is None:
+            return
+        label = ["sink"]
+        queued = GaugeMetricFamily("mapper_sink_queued", "values waiting for a sink", labels=label)
+        healthy = GaugeMetricFamily("mapper_sink_healthy", "1 while writes succeed", labels=label)
+        written = CounterMetricFamily("mapper_sink_written", "values written", labels=label)
+        failures = CounterMetricFamily("mapper_sink_failures", "failed batches", labels=label)
+        dropped = CounterMetricFamily(
+            "mapper_sink_dropped", "values dropped, by reason", labels=["sink", "reason"]
+        )
+        for name, stats in sorted(hub.stats().items()):
+            queued.add_metric([name], stats.queued)
+            healthy.add_metric([name], 1.0 if stats.healthy else 0.0)
+            written.add_metric([name], stats.written)
+            failures.add_metric([name], stats.failures)
+            for reason, count in sorted(stats.dropped.items()):
+                dropped.add_metric([name, reason], count)
+        yield from (queued, healthy, written, failures, dropped)
 
     def _gateway(self) -> Iterator[Metric]:
         gateway = self.gateway
