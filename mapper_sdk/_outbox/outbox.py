@@ -30,6 +30,7 @@ from mapper_sdk._outbox.entries import (
 )
 from mapper_sdk._outbox.schema import (
     DELETE_IDS,
+    HAND_OUT_IDS,
     INSERT,
     INSERT_SENT,
     PARK,
@@ -353,11 +354,9 @@ class Outbox:
         if poison:
             self._park(conn, tx, sorted(poison), "max_attempts")
         ready = [_handed(e, e.id, e.attempts + 1) for e in entries if e.id not in poison]
-        conn.executemany(
-            "UPDATE outbox SET inflight = 1, attempts = attempts + 1 WHERE id = ?",
-            [(e.id,) for e in ready],
-        )
-        tx.sent.extend(e.id for e in ready)
+        ids = [e.id for e in ready]
+        conn.execute(HAND_OUT_IDS, (_json_ids(ids),))
+        tx.sent.extend(ids)
         tx.handed_out += len(ready)
         return ready
 

@@ -70,6 +70,10 @@ PARK: Final = (
     " FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
 )
 DELETE_IDS: Final = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?)) RETURNING size"
+HAND_OUT_IDS: Final = (
+    "UPDATE outbox SET inflight = 1, attempts = attempts + 1"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
 RELEASE_IDS: Final = "UPDATE outbox SET inflight = 0 WHERE id IN (SELECT value FROM json_each(?))"
 UNCOUNT_IDS: Final = (
     "UPDATE outbox SET attempts = max(0, attempts - 1) WHERE id IN (SELECT value FROM json_each(?))"
