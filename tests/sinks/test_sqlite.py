@@ -31,11 +31,15 @@ async def test_samples_are_stored_exactly(sqlite_path: Path) -> None:
         [
             Sample("default", "thermo-1", "temp", "21.5", "float", ts),
             Sample("plant", "meter", "label", 'it\'s "quoted"', "string", ts + 1),
+            Sample("plant", "meter", "count", "12", "int", ts + 2),
+            Sample("plant", "méter", "note", "ünï\ncode ☃ 𝄞", "string", ts + 3),
         ]
     )
     assert rows(sqlite_path) == [
         (ts, "default", "thermo-1", "temp", "21.5", "float"),
         (ts + 1, "plant", "meter", "label", 'it\'s "quoted"', "string"),
+        (ts + 2, "plant", "meter", "count", "12", "int"),
+        (ts + 3, "plant", "méter", "note", "ünï\ncode ☃ 𝄞", "string"),
     ]
     with sqlite3.connect(sqlite_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
