@@ -108,7 +108,7 @@ class GatewaySettings(BaseSettings):
         default=False,
         description="keep every reported value in <state-dir>/values.sqlite3 (SQLite, bounded "
         "by --local-store-max-rows and --local-store-max-age); off by default: at 1,000 "
-        "devices x 10 properties x 1 Hz it costs 0.08 of a core",
+        "devices x 10 properties x 1 Hz it costs 0.1 of a core",
     )
     local_store_max_rows: int = Field(
         default=1_000_000, gt=0, description="rows the local store keeps (oldest dropped)"
