@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,12 +63,55 @@ class _Client(mqtt.Client):
 
     def read_turn(self) -> MQTTErrorCode:
         """Handle what one ``recv`` brings (and what is left of the previous one), then yield
-        to the event loop: a busy link must not starve the loop's other callbacks."""
+        to the event loop: a busy link must not starve the loop's other callbacks. Whole
+        PUBACKs at the front of the buffer are taken straight from it; anything else (and a
+        PUBACK split across reads) goes through paho's reader."""
         self._recvs_left = 1
-        rc = self.loop_read()
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._rbuf and self._sock is not None:
-            rc = self.loop_read()  # loop_read stops after as many packets as paho expects
-        return rc
+        while self._sock is not None:
+            if self._in_packet["command"] == 0 and self._protocol != mqtt.MQTTv5:
+                if not self._rbuf:
+                    if not self._recvs_left:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS
+                    try:
+                        data = super()._sock_recv(_READ_SIZE)
+                    except BlockingIOError:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS
+                    except OSError:
+                        return self.loop_read()  # paho meets the same error and handles it
+                    if not data:
+                        return self.loop_read()  # end of stream: paho's reader handles it
+                    self._recvs_left -= 1
+                    self._rbuf += data
+                self._take_pubacks()
+                if not self._rbuf:
+                    continue
+            rc = self.loop_read()  # stops after as many packets as paho expects, or when dry
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._rbuf:
+                return rc
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _take_pubacks(self) -> None:
+        buf = self._rbuf
+        end = len(buf)
+        i = 0
+        while i + 4 <= end and buf[i] == _PUBACK and buf[i + 1] == 2:
+            self._puback(buf[i + 2] << 8 | buf[i + 3])
+            i += 4
+        if i:
+            del buf[:i]
+            self._last_bytes_received = time.monotonic()  # paho's keep-alive clock
+
+    def _puback(self, mid: int) -> None:
+        if mid in self._qos1:
+            self._qos1.discard(mid)
+            self._on_puback(mid)
+            return
+        message = self._out_messages.pop(mid, None)
+        if message is not None:  # else a PUBACK for nothing we hold: ignored, as paho does
+            if message.qos > 0:
+                self._inflight_messages -= 1
+            message.info._set_as_published()
+            self._on_puback(mid)
 
     def publish_qos1(self, topic: bytes, payload: bytes) -> int:
         """Queue a QoS 1 PUBLISH (MQTT 3.1.1, not retained); return its message id."""
@@ -112,17 +156,7 @@ class _Client(mqtt.Client):
             and packet["remaining_length"] == 2
             and self._protocol != mqtt.MQTTv5
         ):
-            mid = int.from_bytes(packet["packet"][:2], "big")
-            if mid in self._qos1:
-                self._qos1.discard(mid)
-                self._on_puback(mid)
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-            message = self._out_messages.pop(mid, None)
-            if message is not None:  # else a PUBACK for nothing we hold: ignored, as paho does
-                if message.qos > 0:
-                    self._inflight_messages -= 1
-                message.info._set_as_published()
-                self._on_puback(mid)
+            self._puback(int.from_bytes(packet["packet"][:2], "big"))
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._packet_handle()
 

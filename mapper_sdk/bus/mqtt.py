@@ -351,8 +351,9 @@ class MqttEventBus:
         if outbox is None:
             return []
         confirmed, self._confirmed = self._confirmed, []
-        staged, self._staged, self._staged_bytes = self._staged, [], 0
-        if staged and any(e.size > outbox.max_bytes for e in staged):
+        staged, staged_bytes = self._staged, self._staged_bytes
+        self._staged, self._staged_bytes = [], 0
+        if staged_bytes > outbox.max_bytes and any(e.size > outbox.max_bytes for e in staged):
             for entry in staged:
                 if entry.size > outbox.max_bytes:
                     self._reject(

@@ -239,3 +239,30 @@ async def test_desired_values_survive_a_gateway_restart(
             )
         finally:
             await runtime2.__aexit__(None, None, None)
+
+
+async def test_a_report_too_large_for_the_outbox_is_refused_alone(mosquitto: Mosquitto) -> None:
+    from mapper_sdk._outbox import Outbox
+    from mapper_sdk.binding import DeviceRef
+    from mapper_sdk.bus import TwinReport, TwinValue
+
+    outbox = Outbox.open(":memory:", max_bytes=2_000)
+    bus = MqttEventBus(settings(mosquitto, confirm=ConfirmMode.PUBACK), outbox=outbox)
+
+    async def refuse(change: object) -> None:
+        raise AssertionError("no desired values here")
+
+    await bus.start(refuse)  # type: ignore[arg-type]
+    try:
+        ref = DeviceRef("default", "big")
+        huge = TwinReport(ref, 1, (TwinValue("blob", "x" * 3_000, "string"),))
+        small = TwinReport(ref, 2, (TwinValue("n", "1", "int"),))
+        bus.publish_twins(small)
+        bus.publish_twins(huge)
+        bus.publish_twins(small)
+        await bus.wait_for(lambda: bus.stats.confirmed == 2)
+        assert bus.stats.rejected["outbox_write_failed"] == 1
+        assert bus.stats.persisted == 2
+        assert bus.depth() == (0, 0)
+    finally:
+        await bus.aclose()

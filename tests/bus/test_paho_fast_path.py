@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from mapper_sdk.bus._paho import _Client
 
@@ -47,3 +49,31 @@ def test_puback_of_a_qos1_publish_reaches_the_callback_once() -> None:
         client._in_packet["packet"] = bytearray(mid.to_bytes(2, "big"))
         client._packet_handle()
     assert acked == [mid]
+
+
+def test_pubacks_are_read_whole_split_and_between_other_packets() -> None:
+    acked: list[int] = []
+    received: list[bytes] = []
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client = _client(acked)
+    client._sock = ours  # type: ignore[assignment]
+    client.on_message = lambda c, u, message: received.append(message.payload)
+    mids = [client.publish_qos1(b"t", b"p") for _ in range(4)]
+    puback = [b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids]
+    publish = b"\x30\x06\x00\x01tabc"  # QoS 0 PUBLISH of b"abc" on "t"
+    try:
+        broker.sendall(puback[0] + puback[1][:3])  # the second PUBACK split across reads
+        assert client.read_turn() == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert acked == mids[:1]
+        broker.sendall(puback[1][3:] + publish + puback[2] + puback[3])
+        assert client.read_turn() == MQTTErrorCode.MQTT_ERR_SUCCESS
+        assert acked == mids
+        assert received == [b"abc"]
+        assert client.read_turn() == MQTTErrorCode.MQTT_ERR_SUCCESS  # nothing to read: no wait
+        broker.close()
+        assert client.read_turn() != MQTTErrorCode.MQTT_ERR_SUCCESS  # the broker went away
+    finally:
+        broker.close()
+        ours.close()
+        client._sock = None
