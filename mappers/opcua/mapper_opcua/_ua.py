@@ -5,7 +5,10 @@ them once here keeps the other modules type-checked without per-line ignores.
 """
 
 from asyncua.client.client import Client as Client
+from asyncua.client.ua_client import UaClientState as UaClientState
 from asyncua.common.node import Node as Node
+from asyncua.observer import Observer as Observer
+from asyncua.observer import SubscriptionEvent as SubscriptionEvent
 from asyncua.ua.attribute_ids import AttributeIds as AttributeIds
 from asyncua.ua.object_ids import ObjectIds as ObjectIds
 from asyncua.ua.status_codes import StatusCodes as StatusCodes
@@ -17,7 +20,10 @@ __all__ = [
     "Client",
     "Node",
     "ObjectIds",
+    "Observer",
     "StatusCodes",
+    "SubscriptionEvent",
+    "UaClientState",
     "UaError",
     "UaStatusCodeError",
 ]

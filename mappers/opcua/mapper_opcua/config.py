@@ -167,6 +167,14 @@ class OpcUaProtocolConfig(DriverConfig):
         1000.0, description="health probe period, and the subscriptions' keep-alive"
     )
     max_nodes_per_read: int = Field(0, ge=0, description="0: the server's OperationLimits")
+    resume_timeout: float = Field(
+        10_000.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="how long to try to resume the session (and its subscriptions, with the "
+        "notifications the server queued) on a new channel after a lost one, before a full "
+        "reconnect; 0: reconnect at once; at most half the sessionTimeout",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -202,6 +210,12 @@ class OpcUaProtocolConfig(DriverConfig):
         if self.resolved_identity is UserIdentity.CERTIFICATE and not self.user_key_pair[0]:
             raise ValueError("userIdentity certificate needs userCertificate (or certificate)")
         return self
+
+    @property
+    def resume_window(self) -> float:
+        """Milliseconds to resume a session: ``resumeTimeout``, capped at half the
+        ``sessionTimeout`` (after which the server forgets the session, subscriptions and all)."""
+        return min(self.resume_timeout, self.session_timeout / 2)
 
     @property
     def resolved_mode(self) -> SecurityMode:

@@ -1,12 +1,30 @@
 """One OPC-UA session: an asyncua ``Client`` built from the protocol config, and its health.
 
-A ``Connection`` is used for one connect attempt and then thrown away: reusing a Client after
-a lost link can hang forever (asyncua #1660), so the driver builds a new one on every connect.
-asyncua's own reconnect loop stays off (``subscription`` says why: its session transfer and
-republish are not safe in asyncua 2.1); the SDK supervisor owns reconnection. asyncua's
-watchdog still probes the server every ``keepAliveInterval`` and reports a lost socket or a
-failed probe through ``connection_lost_callback``, which sets ``lost``; every later request and
-the subscriptions then fail with ``DeviceConnectError``.
+asyncua's watchdog probes the server every ``keepAliveInterval`` and reports a lost socket or a
+failed probe through ``connection_lost_callback``. What happens next depends on
+``resumeTimeout``:
+
+- **Resume (default).** A lost *channel* does not end the *session*: the server keeps an
+  activated session with subscriptions for ``sessionTimeout`` (Part 4 §6.7), sampling its
+  monitored items and queueing what it could not publish. asyncua's reconnect loop opens a new
+  channel, re-activates the session on it, takes the subscriptions back with
+  TransferSubscriptions and asks Republish for every notification sent but not acknowledged
+  (``subscription`` bounds that step: asyncua 2.1's own loops against its own server), so
+  nothing the server queued is lost, not even intermediate values. The connection gives it
+  ``resumeTimeout``; ``resuming`` is true meanwhile. When the server no longer knows the
+  session (it restarted, or the session timed out), asyncua creates a new one and re-creates
+  the subscriptions: ``recreated`` is set, and the subscription code reads every value once,
+  which covers the gap with the latest values (intermediate ones are gone with the server's
+  queues).
+- **No resume** (``resumeTimeout: 0``), or a session not back within ``resumeTimeout``:
+  ``lost`` is set; every later request and the subscriptions fail with
+  ``DeviceConnectError``, and the SDK supervisor reconnects with its backoff, through a new
+  ``Connection``: reusing a Client after a failed reconnect can hang forever (asyncua #1660).
+  The old session stays on the server until ``sessionTimeout``: nothing can close it over a
+  dead channel.
+
+While a session is being resumed, reads, writes and method calls wait for it (``ready``), and
+a read sent just as the channel broke is sent again on the resumed session (``recover``).
 
 ``guard`` is the one place where asyncua exceptions become SDK errors.
 """
@@ -16,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +49,10 @@ from mapper_opcua._ua import (
     AttributeIds,
     Client,
     ObjectIds,
+    Observer,
     StatusCodes,
+    SubscriptionEvent,
+    UaClientState,
     UaError,
     UaStatusCodeError,
 )
@@ -107,27 +129,122 @@ def guard(what: str) -> Iterator[None]:
         raise DeviceProtocolError(f"{what}: {exc}") from exc
 
 
+_RESUME_RETRY_CAP = 1.0
+"""Seconds between attempts to resume a session (asyncua starts at 1 s and doubles to this)."""
+
+
+class _Observer(Observer):
+    """asyncua's hooks for client state and subscription events, forwarded to a Connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def on_state_change(self, state: UaClientState) -> None:
+        self._conn._on_state(state)
+
+    def on_subscription_event(self, subscription_id: int | None, event: SubscriptionEvent) -> None:
+        if event is SubscriptionEvent.RECREATED:
+            self._conn.recreated.set()
+
+
 class Connection:
     """A connected asyncua Client plus what was learnt at connect time."""
 
     def __init__(self, config: OpcUaProtocolConfig) -> None:
         self.config = config
+        resume = config.resume_window / 1000
         self.client = Client(
             config.url,
             timeout=config.timeout / 1000,
             watchdog_intervall=config.keep_alive_interval / 1000,
+            reconnect_max_delay=_RESUME_RETRY_CAP,
+            reconnect_request_timeout=resume,  # requests wait for the resume, no longer
         )
         self.client.session_timeout = int(config.session_timeout)
         self.client.secure_channel_timeout = int(config.channel_lifetime)
         self.client.connection_lost_callback = self._on_lost
+        self.client.uaclient.observer = _Observer(self)
         self.lost = asyncio.Event()
         self.lost_reason = ""
+        self.resuming = False
+        """A channel was lost and asyncua is re-activating the session on a new one."""
+        self.resumes = 0
+        """Lost channels after which the session came back."""
+        self.resumed_at = 0.0
+        """``time.monotonic()`` of the last resume."""
+        self.recreated = asyncio.Event()
+        """Set when asyncua re-created a subscription: what the server queued for it is gone."""
         self.limits = Limits()
         self.namespaces: list[str] = []
+        self._give_up: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._resume_started = asyncio.Event()
+        self._resume_ended = asyncio.Event()
 
     async def _on_lost(self, exc: Exception) -> None:
         self.lost_reason = str(exc) or type(exc).__name__
+        if self.config.resume_window <= 0 or self._closing:
+            self.lost.set()
+            return
+        if not self.resuming:
+            self.resuming = True
+            self._resume_ended.clear()
+            self._resume_started.set()
+            log.info("lost the channel to %s (%s); resuming", self.config.url, self.lost_reason)
+            self._give_up = asyncio.get_running_loop().call_later(
+                self.config.resume_window / 1000, self._resume_failed
+            )
+
+    def _on_state(self, state: UaClientState) -> None:
+        if state is UaClientState.CONNECTED and self.resuming:
+            self._end_resume()
+            self.resumes += 1
+            self.resumed_at = time.monotonic()
+            log.info("resumed the session with %s", self.config.url)
+
+    def _resume_failed(self) -> None:
+        self._end_resume()
+        self.lost_reason = (
+            f"{self.lost_reason}; the session was not back within "
+            f"{self.config.resume_window / 1000:g} s"
+        )
         self.lost.set()
+
+    def _end_resume(self) -> None:
+        self.resuming = False
+        self._resume_started.clear()
+        self._resume_ended.set()
+        if self._give_up is not None:
+            self._give_up.cancel()
+            self._give_up = None
+
+    async def ready(self) -> None:
+        """Wait out a resume in progress; ``DeviceConnectError`` once the link is lost."""
+        if self.resuming:
+            await self._resume_ended.wait()
+        self.check()
+
+    async def recover(self, error: DeviceConnectError) -> None:
+        """After a request failed with ``error``: return once the session was resumed, so the
+        request may be sent again; raise ``error`` when it was not.
+
+        The request may have failed before asyncua noticed the lost channel: a closed socket
+        is noticed at once, a silent one by the next keep-alive probe, so that long is given.
+        """
+        if self.config.resume_window <= 0 or self.lost.is_set() or self._closing:
+            raise error
+        if not self.resuming:
+            noticed = asyncio.ensure_future(self._resume_started.wait())
+            try:
+                await asyncio.wait([noticed], timeout=2 * self.config.keep_alive_interval / 1000)
+            finally:
+                noticed.cancel()
+            if not self.resuming and not self.lost.is_set():
+                raise error  # the link is fine: the failure was the request's own
+        try:
+            await self.ready()
+        except DeviceConnectError:
+            raise error from None
 
     def check(self) -> None:
         """Raise ``DeviceConnectError`` once the link is known to be gone."""
@@ -141,7 +258,7 @@ class Connection:
             with guard(what):
                 await self._set_security()
                 await self._set_identity()
-                await self.client.connect(auto_reconnect=False)
+                await self.client.connect(auto_reconnect=self.config.resume_window > 0)
                 self.namespaces = await self.client.get_namespace_array()
                 self.limits = await self._read_limits()
         except DeviceConnectError:
@@ -151,6 +268,8 @@ class Connection:
 
     async def close(self) -> None:
         """Close session, channel and socket; never raises, never leaves a task behind."""
+        self._closing = True
+        self._end_resume()
         client = self.client
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.config.timeout / 1000):

@@ -84,7 +84,7 @@ class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
 
     async def state(self) -> DeviceState:
         conn = self._conn
-        if conn is None or conn.lost.is_set():
+        if conn is None or conn.lost.is_set() or conn.resuming:
             return DeviceState.OFFLINE
         return DeviceState.ONLINE
 
@@ -103,6 +103,7 @@ class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
 
     async def read(self, points: Sequence[BoundProperty]) -> list[Value | DriverError]:
         conn = self._require()
+        await conn.ready()
         results: list[Value | DriverError] = []
         batch: list[ua.ReadValueId] = []
         slots: list[int] = []
@@ -119,7 +120,14 @@ class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
                 batch.append(read_id)
                 slots.append(slot)
         if batch:
-            for slot, dv in zip(slots, await self._read_values(conn, batch), strict=True):
+            try:
+                values = await self._read_values(conn, batch)
+            except DeviceConnectError as exc:
+                # Sent as the channel broke: read again on the resumed session (reads are
+                # idempotent; writes and calls are not, and are not sent twice).
+                await conn.recover(exc)
+                values = await self._read_values(conn, batch)
+            for slot, dv in zip(slots, values, strict=True):
                 results[slot] = from_data_value(dv)
         return results
 
@@ -156,6 +164,7 @@ class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
 
     async def write(self, point: BoundProperty, value: Value) -> None:
         conn = self._require()
+        await conn.ready()
         node_id = self._target(point)
         if _visitor(point).mode is Mode.METHOD:
             signature = await self._signature(conn, point)
@@ -188,6 +197,7 @@ class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
         """Call the OPC-UA method of property (or Device ``methods[]`` entry) ``name``; returns
         its outputs as Python values."""
         conn = self._require()
+        await conn.ready()
         point = self._method_point(name)
         outputs = await self._call(conn, point, list(args))
         self._outputs[point.index] = outputs[0] if outputs else (args[0] if args else "")

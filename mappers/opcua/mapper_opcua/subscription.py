@@ -1,50 +1,47 @@
 """Subscribed properties: monitored items, one subscription per publishing interval.
 
 Every data change becomes ``emit(point, value)`` as soon as its Publish response arrives. The
-subscriptions are created anew on every connect (the supervisor owns reconnection), followed by
-one batched Read of every subscribed node, so values that changed while the link was down are
-reported even by a server that sends no initial notification.
+subscriptions are created on every connect, followed by one batched Read of every subscribed
+node, so values that changed while the link was down are reported even by a server that sends
+no initial notification.
 
-Death is detected, not waited out: a lost link (asyncua's watchdog), a bad status-change
-notification (the server timed the subscription out, or asyncua informs of a shutdown) or no
-Publish response, not even a keep-alive, for three keep-alive periods all raise
-``DeviceConnectError``.
+Gaps are covered two ways (see ``connection``):
 
-Why the read covers the gap, and why TransferSubscriptions/Republish are not used. After a
-lost link the supervisor reconnects with backoff through a new ``Connection``: a new session,
-new subscriptions (a new monitored item sends its current value first) and one batched Read of
-every subscribed node. So every twin gets the latest value, whatever happened meanwhile and
-even from a server that sends no initial notification. What is lost is the values in between
-(a property that changed several times while the link was down is reported once, with its
-last value); a twin only holds the latest value, but a sink that wants every value misses them.
+- a lost channel whose session comes back (``resumeTimeout``): the same subscriptions carry on
+  after TransferSubscriptions and Republish, with every notification the server queued
+  meanwhile (up to each item's ``queueSize``), intermediate values included, in order; nothing
+  is read;
+- a subscription asyncua had to re-create (the server forgot the session, its retransmission
+  queue lost a message, or it dropped the subscription): the new monitored items start from the
+  current values, and every subscribed node is read once more, as after a connect; values in
+  between are lost with the server's queues, the latest ones are not.
 
-Keeping them is possible when the server kept the session: it keeps an activated session with
-subscriptions for ``sessionTimeout`` after its channel is lost (Part 4 §6.7; asyncua's server
-does), and a client can re-activate it on a new channel, take the subscriptions back with
-TransferSubscriptions and ask Republish for what was sent but not acknowledged. asyncua 2.1
-does this only inside its own reconnect loop (``Client(auto_reconnect=True)``), and against
-its own server (the device of ``tests/mappers/opcua``, restarted during a subscription) that
-loop is not safe: (1) the server answers Republish of an unknown sequence number with an empty
-message (SequenceNumber 0) instead of BadMessageNotAvailable, and the client's gap loop stops
-only on that error, so it republishes thousands of sequence numbers until the channel breaks
-again; (2) a subscription whose re-creation fails half-way (the channel broke again) is left
-with no monitored items while it keeps receiving keep-alives: every value is lost and no
-keep-alive check can see it. Re-activating the old session from a new Client instead
-(``session_state_path``) leaves its subscriptions without an asyncua ``Subscription`` to
-deliver to, and asyncua has no API to adopt them. So asyncua's reconnect loop stays off and
-the read covers the gap; worth revisiting when asyncua fixes the two. A side effect: after a
-lost link, the old session and its subscriptions stay on the server until ``sessionTimeout``
-(default 60 s), since nothing can close them over a dead channel.
+Two defects of asyncua 2.1's resume path are worked around here. Its gap filler asks Republish
+for one sequence number after another until the server answers BadMessageNotAvailable, which
+asyncua's own server never does (it answers with an empty message, pinned by a strict xfail in
+``tests/mappers/opcua/test_recovery.py``): the client then republishes thousands of numbers
+until the link breaks again. ``_republish_held`` replaces it for our subscriptions: it asks
+only for the messages the server reported holding after the transfer. And a re-creation that
+fails half-way (the link broke again meanwhile) leaves a subscription with no monitored items
+that still gets keep-alives: ``_watch_alive`` notices and raises.
+
+Death is detected, not waited out: a link that is lost and not resumed in time, a bad
+status-change notification (the server timed the subscription out, or asyncua informs of a
+shutdown), a subscription left without monitored items, or no Publish response, not even a
+keep-alive, for three keep-alive periods while the channel is up all raise
+``DeviceConnectError``; the supervisor then reconnects from scratch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from asyncua import ua
+from asyncua.client.ua_session import UaSession
 from asyncua.common.subscription import (
     DataChangeEvent,
     OverflowPolicy,
@@ -52,7 +49,7 @@ from asyncua.common.subscription import (
     Subscription,
 )
 
-from mapper_opcua._ua import AttributeIds
+from mapper_opcua._ua import AttributeIds, UaError
 from mapper_opcua.config import DeadbandType, OpcUaVisitorConfig
 from mapper_opcua.connection import Connection, guard
 from mapper_opcua.convert import from_data_value
@@ -94,13 +91,16 @@ async def follow(
         for interval, members in sorted(groups.items()):
             sub = await _subscribe(conn, interval, members)
             subscriptions.append((sub, {p.index + 1: p for p, _ in members}))
-    await read_all([p for p, _ in points])
+    subscribed = [p for p, _ in points]
+    conn.recreated.clear()  # created, not re-created: the read below covers them
+    await read_all(subscribed)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_watch_link(conn))
+            tg.create_task(_reread_recreated(conn, subscribed, read_all))
             for sub, by_handle in subscriptions:
                 tg.create_task(_consume(sub, by_handle, emit))
-                tg.create_task(_watch_alive(sub))
+                tg.create_task(_watch_alive(conn, sub))
     except BaseExceptionGroup as group:
         # The first failure took its siblings down: surface it, not the group.
         raise group.exceptions[0] from None
@@ -120,6 +120,10 @@ async def _subscribe(
     sub = await conn.client.create_subscription(
         params, None, queue_maxsize=_QUEUE, overflow=OverflowPolicy.DROP_OLDEST
     )
+    # asyncua's own gap filler asks for sequence numbers until the server says
+    # BadMessageNotAvailable, which asyncua's server never says: it loops until the link
+    # breaks again. Ask only for what the server reported holding.
+    setattr(sub, "_republish_gaps", functools.partial(_republish_held, sub))  # noqa: B010
     requests = [_request(point, node_id, interval) for point, node_id in members]
     step = conn.limits.monitored_items or len(requests)
     for start in range(0, len(requests), step):
@@ -173,14 +177,59 @@ async def _consume(sub: Subscription, by_handle: dict[int, BoundProperty], emit:
     raise DeviceConnectError(f"subscription {sub.subscription_id} was deleted")
 
 
-async def _watch_alive(sub: Subscription) -> None:
-    """Raise once no Publish response (data or keep-alive) came for a few keep-alive periods."""
+async def _republish_held(sub: Subscription, available: list[int]) -> bool:
+    """After TransferSubscriptions: Republish each message the server still holds
+    (``available``) that was not processed, in order; ``False`` when one is missing, so
+    asyncua re-creates the subscription (and the subscription code reads every value)."""
+    session = sub.server
+    if not isinstance(session, UaSession) or sub.subscription_id is None:
+        return True
+    done = sub.last_sequence_number or 0
+    wanted = sorted(n for n in available if n > done)
+    if wanted and done and wanted[0] != done + 1:
+        return False  # the server dropped messages from its retransmission queue
+    for number in wanted:
+        try:
+            message = await session.republish(sub.subscription_id, number)
+        except (UaError, ConnectionError, OSError, TimeoutError):
+            return False
+        if message.SequenceNumber != number:
+            return False
+        result = ua.PublishResult(SubscriptionId=sub.subscription_id, NotificationMessage=message)
+        await sub.publish_callback(result)
+    return True
+
+
+async def _reread_recreated(
+    conn: Connection, points: Sequence[BoundProperty], read_all: ReadAll
+) -> None:
+    """Read every subscribed node once after asyncua re-created a subscription."""
+    while True:
+        await conn.recreated.wait()
+        conn.recreated.clear()
+        await read_all(points)
+
+
+async def _watch_alive(conn: Connection, sub: Subscription) -> None:
+    """Raise once no Publish response (data or keep-alive) came for a few keep-alive periods
+    while the channel was up (a session being resumed has its own deadline)."""
     started = time.monotonic()
+    emptied = 0
     keep_alive = sub.parameters.RequestedPublishingInterval / 1000
     keep_alive *= max(1, sub.parameters.RequestedMaxKeepAliveCount)
     while True:
         await asyncio.sleep(keep_alive)
-        silent = time.monotonic() - (sub.last_publish_at or started)
+        if conn.resuming:
+            continue
+        if sub.subscription_id is None or not sub._monitored_items:
+            # asyncua's re-creation failed half-way (the link broke again): the subscription
+            # may still get keep-alives, but it monitors nothing any more.
+            emptied += 1
+            if emptied >= 2:
+                raise DeviceConnectError("a re-created subscription lost its monitored items")
+            continue
+        emptied = 0
+        silent = time.monotonic() - max(sub.last_publish_at or started, conn.resumed_at)
         if silent > _STALE_PERIODS * keep_alive:
             raise DeviceConnectError(
                 f"subscription {sub.subscription_id} sent no keep-alive for {silent:.1f} s"

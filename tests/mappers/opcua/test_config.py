@@ -151,3 +151,14 @@ def test_loading_the_config_does_not_import_asyncua() -> None:
     code = "import sys, mapper_opcua.config; print('asyncua' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_resume_window_is_capped_by_the_session_timeout() -> None:
+    url = "opc.tcp://h:4840"
+    assert OpcUaProtocolConfig.model_validate({"url": url}).resume_window == 10_000
+    off = OpcUaProtocolConfig.model_validate({"url": url, "resumeTimeout": 0.0})
+    assert off.resume_window == 0
+    short = OpcUaProtocolConfig.model_validate({"url": url, "sessionTimeout": 8000.0})
+    assert short.resume_window == 4000  # the server would forget the session meanwhile
+    with pytest.raises(ValidationError, match=r"resumeTimeout|resume_timeout"):
+        OpcUaProtocolConfig.model_validate({"url": url, "resumeTimeout": -1.0})

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
+from mapper_opcua.connection import Connection
 from mapper_opcua.driver import OpcUaDriver
 
+from mapper_sdk.binding import DeviceRef
+from mapper_sdk.bus.memory import MemoryBus
 from mapper_sdk.driver import DeviceState
+from mapper_sdk.runtime import MapperRuntime
 from mapper_sdk.testing import ref_of, run_devices
 
 from .device import DeviceServer
@@ -23,12 +27,30 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 RESTARTS = 20
 
 
-def _props(server: DeviceServer) -> dict[str, tuple[str, str, dict[str, object]]]:
-    subscribed = {"mode": "subscribe", "publishingInterval": 50.0}
-    return {
+def _props(
+    server: DeviceServer, *, polled: bool = True, queue: int = 1
+) -> dict[str, tuple[str, str, dict[str, object]]]:
+    subscribed = {"mode": "subscribe", "publishingInterval": 50.0, "queueSize": queue}
+    props: dict[str, tuple[str, str, dict[str, object]]] = {
         "level": ("DOUBLE", "ReadOnly", {"nodeID": server.node_id("level"), **subscribed}),
-        "small": ("INT", "ReadOnly", {"nodeID": server.node_id("small")}),
     }
+    if polled:
+        props["small"] = ("INT", "ReadOnly", {"nodeID": server.node_id("small")})
+    return props
+
+
+def _history(bus: MemoryBus, ref: DeviceRef, prop: str) -> list[str]:
+    """Every value of ``prop`` reported, oldest first."""
+    return [t.value for r in bus.reports if r.ref == ref for t in r.twins if t.name == prop]
+
+
+def _connection(rt: MapperRuntime, ref: DeviceRef) -> Connection:
+    supervisor = rt.supervisor(ref)
+    assert supervisor is not None
+    driver = supervisor._driver
+    assert isinstance(driver, OpcUaDriver)
+    assert driver._conn is not None
+    return driver._conn
 
 
 def _client_tasks() -> int:
@@ -60,14 +82,69 @@ async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> No
             await asyncio.sleep(0.02)
 
 
+async def test_a_lost_channel_resumes_the_session_with_every_queued_notification(
+    device: DeviceServer,
+) -> None:
+    """The server keeps the session; the same subscription delivers what it queued meanwhile,
+    intermediate values included, and nothing reconnects from scratch."""
+    dev, model = opcua_device("resumed", _props(device, queue=10), {"url": device.url})
+    ref = ref_of(dev)
+    await device.set("level", 1.0, ua.VariantType.Double)
+    async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "1.0")
+        conn = _connection(rt, ref)
+        sessions = device.sessions()
+        await device.restart(
+            while_down=[
+                ("level", 2.5, ua.VariantType.Double),
+                ("level", 3.5, ua.VariantType.Double),
+                ("level", 4.5, ua.VariantType.Double),
+                ("small", 321, ua.VariantType.Int16),
+            ]
+        )
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "4.5", timeout=10)
+        await bus.wait_for(lambda: bus.latest(ref, "small") == "321", timeout=10)
+        history = _history(bus, ref, "level")
+        assert history[history.index("1.0") :] == ["1.0", "2.5", "3.5", "4.5"]
+        supervisor = rt.supervisor(ref)
+        assert supervisor is not None
+        assert (supervisor.stats.connects, conn.resumes) == (1, 1)
+        assert _connection(rt, ref) is conn
+        assert device.sessions() == sessions
+
+
+async def test_a_server_that_forgot_the_session_is_read_after_new_subscriptions(
+    device: DeviceServer,
+) -> None:
+    """No session to resume: asyncua opens a new one and re-creates the subscription; every
+    subscribed node is then read once, so the gap is covered even by a server that sends no
+    initial value."""
+    dev, model = opcua_device("forgotten", _props(device, polled=False), {"url": device.url})
+    ref = ref_of(dev)
+    await device.set("level", 1.0, ua.VariantType.Double)
+    async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "1.0")
+        conn = _connection(rt, ref)
+        reads = device.reads  # nothing is polled: only the driver's read after a gap reads
+        await device.restart(
+            while_down=[("level", 2.5, ua.VariantType.Double)], forget_sessions=True
+        )
+        await bus.wait_for(lambda: bus.latest(ref, "level") == "2.5", timeout=10)
+        await bus.wait_for(lambda: device.reads > reads, timeout=5)
+        supervisor = rt.supervisor(ref)
+        assert supervisor is not None
+        assert (supervisor.stats.connects, conn.resumes) == (1, 1)
+        assert device.sessions() == 1  # none was left: the one asyncua created
+
+
 @pytest.mark.parametrize("forget_sessions", [False, True], ids=["link-lost", "server-restarted"])
-async def test_restart_during_a_subscription_reports_what_changed_meanwhile(
+async def test_without_resume_a_restart_reconnects_and_reports_what_changed_meanwhile(
     device: DeviceServer, forget_sessions: bool
 ) -> None:
-    """A lost link (the server keeps the old session) and a restarted server (it has none):
-    both end in a new session, new subscriptions and a read of every value."""
+    """A new session, new subscriptions and a read of every value."""
+    config = {"url": device.url, "resumeTimeout": 0}
     name = "restarted-" + ("server" if forget_sessions else "link")
-    dev, model = opcua_device(name, _props(device), {"url": device.url})
+    dev, model = opcua_device(name, _props(device), config)
     ref = ref_of(dev)
     await device.set("level", 1.0, ua.VariantType.Double)
     async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
@@ -89,7 +166,12 @@ async def test_restart_during_a_subscription_reports_what_changed_meanwhile(
 
 async def test_a_blackholed_link_is_detected_by_keep_alive(device: DeviceServer) -> None:
     async with Proxy(int(device.url.rsplit(":", 1)[1])) as proxy:
-        config = {"url": proxy.url, "keepAliveInterval": 300.0, "timeout": 1000.0}
+        config = {
+            "url": proxy.url,
+            "keepAliveInterval": 300.0,
+            "timeout": 1000.0,
+            "resumeTimeout": 1000.0,  # a new channel through the black hole gets nowhere
+        }
         dev, model = opcua_device("blackholed", _props(device), config, collect_cycle_ms=10_000)
         ref = ref_of(dev)
         await device.set("level", 5.0, ua.VariantType.Double)
@@ -102,14 +184,22 @@ async def test_a_blackholed_link_is_detected_by_keep_alive(device: DeviceServer)
             await bus.wait_for(lambda: bus.latest(ref, "level") == "6.0", timeout=10)
 
 
-async def test_twenty_restarts_leak_no_task_and_no_socket(device: DeviceServer) -> None:
-    dev, model = opcua_device("restart-loop", _props(device), {"url": device.url})
+@pytest.mark.parametrize("resume", [True, False], ids=["resumed", "reconnected"])
+async def test_twenty_restarts_leak_no_task_and_no_socket(
+    device: DeviceServer, resume: bool
+) -> None:
+    config: dict[str, object] = {"url": device.url}
+    if not resume:
+        config["resumeTimeout"] = 0
+    dev, model = opcua_device(
+        "restart-loop-" + ("resumed" if resume else "reconnected"), _props(device), config
+    )
     ref = ref_of(dev)
     await device.set("level", 0.0, ua.VariantType.Double)
     loop = asyncio.get_running_loop()
     async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
         await bus.wait_for(lambda: bus.latest(ref, "level") == "0.0")
-        tasks, sockets = _client_tasks(), _sockets()
+        tasks, sockets, sessions = _client_tasks(), _sockets(), device.sessions()
         slowest = 0.0
         for n in range(1, RESTARTS + 1):
             await device.restart(while_down=[("level", float(n), ua.VariantType.Double)])
@@ -118,9 +208,20 @@ async def test_twenty_restarts_leak_no_task_and_no_socket(device: DeviceServer) 
             slowest = max(slowest, loop.time() - started)
         supervisor = rt.supervisor(ref)
         assert supervisor is not None
-        assert supervisor.stats.connects == RESTARTS + 1
+        if resume:
+            assert (supervisor.stats.connects, _connection(rt, ref).resumes) == (1, RESTARTS)
+            assert device.sessions() == sessions  # the same session all along
+        else:
+            assert supervisor.stats.connects == RESTARTS + 1
         await _eventually(lambda: (_client_tasks(), _sockets()) == (tasks, sockets))
     assert slowest < 3.0  # D8: subscriptions back within 3 s of each restart
+    await _close_orphans(device)
+
+
+async def _close_orphans(device: DeviceServer) -> None:
+    """Sessions whose client is gone stay until their timeout: close them for the next test."""
+    for session in list(device.server.iserver._external_sessions.values()):
+        await session.close_session(delete_subs=True)
 
 
 async def test_secure_channel_renewals_cause_no_gap(device: DeviceServer) -> None:
@@ -164,12 +265,13 @@ async def test_a_subscription_the_server_dropped_is_noticed(device: DeviceServer
     strict=True,
     raises=pytest.fail.Exception,  # "DID NOT RAISE", nothing else
     reason="asyncua 2.1's server answers Republish of an unknown message with an empty one "
-    "(SequenceNumber 0): when this passes, revisit resuming sessions (mapper_opcua.subscription)",
+    "(SequenceNumber 0): when this passes, asyncua's own gap filler may be safe again "
+    "(mapper_opcua.subscription._republish_held replaces it)",
 )
 async def test_the_server_refuses_republish_of_a_message_it_does_not_have(
     device: DeviceServer,
 ) -> None:
-    """Pins the upstream bug that keeps asyncua's TransferSubscriptions/Republish path off."""
+    """Pins the upstream bug that ``_republish_held`` works around."""
     async with Client(device.url) as client:
         sub = await client.create_subscription(50, None)
         await sub.subscribe_data_change([client.get_node(device.node_id("level"))])
