@@ -233,6 +233,8 @@ class Connection:
         """
         if self.config.resume_window <= 0 or self.lost.is_set() or self._closing:
             raise error
+        if not self.resuming and time.monotonic() - self.resumed_at < self.config.timeout / 1000:
+            return  # resumed while the request was waiting for its answer
         if not self.resuming:
             noticed = asyncio.ensure_future(self._resume_started.wait())
             try:
