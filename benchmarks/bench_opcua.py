@@ -516,7 +516,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="raw/ours subscription rounds")
     parser.add_argument("--change-ms", type=float, default=20.0)
     parser.add_argument("--only", choices=["polling", "subscriptions"])
-    parser.add_argument("--quiet-wait", type=float, default=Retry.quiet_wait)
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="max seconds to wait for a quiet machine before each subscription run "
+        f"(default: 2 x --seconds, at most {Retry.quiet_wait:g})",
+    )
     parser.add_argument("--noisy-retries", type=int, default=Retry.noisy_retries)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["raw", "ours"], help=argparse.SUPPRESS)
@@ -547,7 +552,12 @@ def main() -> int:
             args.seconds,
             args.change_ms,
             args.rounds,
-            Retry(args.quiet_wait, args.noisy_retries),
+            Retry(
+                min(Retry.quiet_wait, 2 * args.seconds)
+                if args.quiet_wait is None
+                else args.quiet_wait,
+                args.noisy_retries,
+            ),
         )
     path = write_result("opcua", result)
     for section in ("polling", "batching", "subscriptions"):
