@@ -346,8 +346,12 @@ def to_twin(value: Value, ptype: PropertyType) -> tuple[Value, str]:
             text = _FLOAT32_TEXTS.get(value)  # holds finite float32s only
             if text is not None:
                 return value, text
-            if math.isfinite(value) and _round_float32(value) == value:  # read as a float32
-                return value, _float32_text(value)
+            if math.isfinite(value):
+                rounded = _round_float32(value)
+                if rounded == value:  # read as a float32
+                    return value, _float32_text(value)
+                if not math.isinf(rounded):  # within float32 range: kept exactly
+                    return value, _float_text(value)
         elif ptype is PropertyType.DOUBLE and math.isfinite(value):
             return value, _float_text(value)
     typed = coerce(value, ptype)
