@@ -39,6 +39,23 @@ _PUBLISH = int(mqtt.PUBLISH)
 _PUBLISH_QOS1 = bytes([_PUBLISH | 0x02])
 
 
+# paho-mqtt internals the short path uses. They are not paho's public API, so the supported
+# versions are pinned (pyproject: paho-mqtt >= 2.1, < 2.3, both tested); a client is refused
+# with a clear message rather than misbehaving if an install brings a paho without them.
+_PAHO_INTERNALS = (
+    "_sock",
+    "_in_packet",
+    "_protocol",
+    "_out_messages",
+    "_inflight_messages",
+    "_last_bytes_received",
+    "_sock_recv",
+    "_packet_handle",
+    "_packet_queue",
+    "_mid_generate",
+)
+
+
 class _Client(mqtt.Client):
     """paho's client with a shorter path for what a QoS 1 publisher does most.
 
@@ -56,6 +73,12 @@ class _Client(mqtt.Client):
 
     def __init__(self, *args: Any, on_puback: OnPublished, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        missing = [name for name in _PAHO_INTERNALS if not hasattr(self, name)]
+        if missing:
+            raise EventBusError(
+                f"paho-mqtt {getattr(mqtt, '__version__', '?')} lacks what mapper-sdk's MQTT "
+                f"bus relies on ({', '.join(missing)}): install paho-mqtt>=2.1,<2.3"
+            )
         self._rbuf = bytearray()
         self._on_puback = on_puback
         self._qos1: set[int] = set()  # ids of publish_qos1 messages awaiting their PUBACK

@@ -8,6 +8,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from mapper_sdk.bus._paho import _Client
+from mapper_sdk.errors import EventBusError
 
 
 class _Socket:
@@ -77,3 +78,14 @@ def test_pubacks_are_read_whole_split_and_between_other_packets() -> None:
         broker.close()
         ours.close()
         client._sock = None
+
+
+def test_a_paho_without_the_internals_used_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    _client([])  # the installed paho has them all
+    monkeypatch.delattr(mqtt.Client, "_packet_queue")
+    with pytest.raises(EventBusError, match=r"_packet_queue\).*paho-mqtt>=2.1,<2.3"):
+        _client([])
