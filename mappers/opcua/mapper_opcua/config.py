@@ -164,7 +164,7 @@ class OpcUaProtocolConfig(DriverConfig):
     session_timeout: Ms = 60_000.0
     channel_lifetime: Ms = 3_600_000.0
     keep_alive_interval: Ms = Field(
-        1000.0, description="health probe period, and the subscriptions' keep-alive"
+        1000.0, description="health probe period; subscriptions keep alive every two probes"
     )
     max_nodes_per_read: int = Field(0, ge=0, description="0: the server's OperationLimits")
     resume_timeout: float = Field(

@@ -25,6 +25,10 @@ failed probe through ``connection_lost_callback``. What happens next depends on
 
 While a session is being resumed, reads, writes and method calls wait for it (``ready``), and
 a read sent just as the channel broke is sent again on the resumed session (``recover``).
+Notifications flow again up to 1 s after a resume (asyncua's publish loop sleeps 1 s after a
+failed Publish). With a ``keepAliveInterval`` under about 700 ms, asyncua's own stale check
+(1.5 keep-alive periods, at least 1 s) may re-create the subscriptions first: the latest
+values are then still read, the ones in between are lost.
 
 ``guard`` is the one place where asyncua exceptions become SDK errors.
 """
@@ -224,16 +228,17 @@ class Connection:
             await self._resume_ended.wait()
         self.check()
 
-    async def recover(self, error: DeviceConnectError) -> None:
+    async def recover(self, error: DeviceConnectError, resumes: int) -> None:
         """After a request failed with ``error``: return once the session was resumed, so the
-        request may be sent again; raise ``error`` when it was not.
+        request may be sent again; raise ``error`` when it was not. ``resumes`` is the count of
+        resumes when the request was sent.
 
         The request may have failed before asyncua noticed the lost channel: a closed socket
         is noticed at once, a silent one by the next keep-alive probe, so that long is given.
         """
         if self.config.resume_window <= 0 or self.lost.is_set() or self._closing:
             raise error
-        if not self.resuming and time.monotonic() - self.resumed_at < self.config.timeout / 1000:
+        if not self.resuming and self.resumes > resumes:
             return  # resumed while the request was waiting for its answer
         if not self.resuming:
             noticed = asyncio.ensure_future(self._resume_started.wait())

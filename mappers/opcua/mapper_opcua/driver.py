@@ -43,6 +43,9 @@ from mapper_sdk.errors import DeviceConnectError, DeviceProtocolError, DriverErr
 
 __all__ = ["OpcUaDriver", "WriteRefused"]
 
+_READ_ATTEMPTS = 3
+"""Reads sent per batch when the channel breaks under them and the session is resumed."""
+
 
 class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
     """One OPC-UA server session serving one Device."""
@@ -120,16 +123,23 @@ class OpcUaDriver(Driver[OpcUaProtocolConfig, OpcUaVisitorConfig]):
                 batch.append(read_id)
                 slots.append(slot)
         if batch:
-            try:
-                values = await self._read_values(conn, batch)
-            except DeviceConnectError as exc:
-                # Sent as the channel broke: read again on the resumed session (reads are
-                # idempotent; writes and calls are not, and are not sent twice).
-                await conn.recover(exc)
-                values = await self._read_values(conn, batch)
+            values = await self._read_resuming(conn, batch)
             for slot, dv in zip(slots, values, strict=True):
                 results[slot] = from_data_value(dv)
         return results
+
+    async def _read_resuming(
+        self, conn: Connection, ids: list[ua.ReadValueId]
+    ) -> list[ua.DataValue]:
+        """``_read_values``, sent again on the resumed session when the channel broke under it
+        (reads are idempotent; writes and calls are not, and are never sent twice)."""
+        for _ in range(_READ_ATTEMPTS - 1):
+            resumes = conn.resumes
+            try:
+                return await self._read_values(conn, ids)
+            except DeviceConnectError as exc:
+                await conn.recover(exc, resumes)
+        return await self._read_values(conn, ids)
 
     async def _read_values(self, conn: Connection, ids: list[ua.ReadValueId]) -> list[ua.DataValue]:
         """One Read service call, or one per MaxNodesPerRead nodes when the server caps it."""

@@ -28,8 +28,12 @@ that still gets keep-alives: ``_watch_alive`` notices and raises.
 Death is detected, not waited out: a link that is lost and not resumed in time, a bad
 status-change notification (the server timed the subscription out, or asyncua informs of a
 shutdown), a subscription left without monitored items, or no Publish response, not even a
-keep-alive, for three keep-alive periods while the channel is up all raise
-``DeviceConnectError``; the supervisor then reconnects from scratch.
+keep-alive, for two keep-alive periods while the channel is up all raise
+``DeviceConnectError``; the supervisor then reconnects from scratch. A subscription's
+keep-alive period is two link probes (``keepAliveInterval``), so a dead link is noticed by
+the probe, and resumed, before asyncua's own stale check re-creates a subscription over it;
+with the default 1 s, a silent subscription is dead after 4 s (5 s just after a resume, while
+asyncua's publish loop sleeps out its retry).
 """
 
 from __future__ import annotations
@@ -61,8 +65,12 @@ __all__ = ["follow"]
 
 _QUEUE = 10_000
 """Notifications buffered per subscription before the oldest are dropped."""
-_STALE_PERIODS = 3
+_KEEP_ALIVE_PROBES = 2
+"""Link probes (``keepAliveInterval``) per subscription keep-alive period."""
+_STALE_PERIODS = 2
 """Keep-alive periods without any Publish response after which the subscription is dead."""
+_PUBLISH_RETRY = 1.0
+"""Seconds asyncua's publish loop waits after a failed Publish before it sends the next."""
 
 ReadAll = Callable[[Sequence[BoundProperty]], Awaitable[None]]
 
@@ -109,7 +117,9 @@ async def follow(
 async def _subscribe(
     conn: Connection, interval: float, members: Sequence[tuple[BoundProperty, ua.NodeId]]
 ) -> Subscription:
-    keep_alive = max(1, math.ceil(conn.config.keep_alive_interval / interval))
+    # Keep-alives every two link probes: a dead link is noticed by the probe (and resumed)
+    # before asyncua's stale check (1.5 keep-alive periods) re-creates the subscription over it.
+    keep_alive = max(1, math.ceil(_KEEP_ALIVE_PROBES * conn.config.keep_alive_interval / interval))
     params = ua.CreateSubscriptionParameters(
         RequestedPublishingInterval=interval,
         RequestedMaxKeepAliveCount=keep_alive,
@@ -178,15 +188,20 @@ async def _consume(sub: Subscription, by_handle: dict[int, BoundProperty], emit:
 
 
 async def _republish_held(sub: Subscription, available: list[int]) -> bool:
-    """After TransferSubscriptions: Republish each message the server still holds
-    (``available``) that was not processed, in order; ``False`` when one is missing, so
-    asyncua re-creates the subscription (and the subscription code reads every value)."""
+    """After TransferSubscriptions: Republish, in order, each message the server still holds
+    (``available``) from the last sequence number seen on; ``False`` when one is missing, so
+    asyncua re-creates the subscription (and the subscription code reads every value).
+
+    asyncua's ``last_sequence_number`` also follows keep-alives, which carry the number of the
+    *next* message: that message may be the one lost in transit, so it is asked for too. A
+    message that did arrive but was not acknowledged yet is then delivered twice, in order.
+    """
     session = sub.server
     if not isinstance(session, UaSession) or sub.subscription_id is None:
         return True
-    done = sub.last_sequence_number or 0
-    wanted = sorted(n for n in available if n > done)
-    if wanted and done and wanted[0] != done + 1:
+    seen = sub.last_sequence_number or 0
+    wanted = sorted(n for n in available if n >= seen)
+    if wanted and seen and wanted[0] > seen + 1:
         return False  # the server dropped messages from its retransmission queue
     for number in wanted:
         try:
@@ -229,7 +244,9 @@ async def _watch_alive(conn: Connection, sub: Subscription) -> None:
                 raise DeviceConnectError("a re-created subscription lost its monitored items")
             continue
         emptied = 0
-        silent = time.monotonic() - max(sub.last_publish_at or started, conn.resumed_at)
+        # After a resume, asyncua's publish loop may still sleep out its retry delay.
+        resumed = conn.resumed_at + _PUBLISH_RETRY if conn.resumes else 0.0
+        silent = time.monotonic() - max(sub.last_publish_at or started, resumed)
         if silent > _STALE_PERIODS * keep_alive:
             raise DeviceConnectError(
                 f"subscription {sub.subscription_id} sent no keep-alive for {silent:.1f} s"

@@ -184,6 +184,35 @@ async def test_a_blackholed_link_is_detected_by_keep_alive(device: DeviceServer)
             await bus.wait_for(lambda: bus.latest(ref, "level") == "6.0", timeout=10)
 
 
+async def test_a_link_that_heals_within_the_resume_window_loses_nothing(
+    device: DeviceServer,
+) -> None:
+    """A network blip: no FIN, no RST; the keep-alive notices, the session is resumed once the
+    link heals, and the values changed meanwhile arrive, intermediate ones included."""
+    async with Proxy(int(device.url.rsplit(":", 1)[1])) as proxy:
+        # keepAliveInterval >= 1 s: asyncua's own stale check (1.5 keep-alives, at least 1 s)
+        # must not re-create the subscription while its publish loop sleeps out its 1 s retry.
+        config = {"url": proxy.url, "keepAliveInterval": 1000.0, "timeout": 1000.0}
+        props = _props(device, polled=False, queue=10)
+        dev, model = opcua_device("healed", props, config, collect_cycle_ms=10_000)
+        ref = ref_of(dev)
+        await device.set("level", 5.0, ua.VariantType.Double)
+        async with run_devices([(dev, model)], drivers=[OpcUaDriver]) as (rt, bus):
+            await bus.wait_for(lambda: bus.latest(ref, "level") == "5.0")
+            conn = _connection(rt, ref)
+            proxy.blackholed = True
+            await _eventually(lambda: conn.resuming)
+            await device.set("level", 6.0, ua.VariantType.Double)
+            await device.set("level", 7.0, ua.VariantType.Double)
+            proxy.blackholed = False
+            await bus.wait_for(lambda: bus.latest(ref, "level") == "7.0", timeout=10)
+            history = _history(bus, ref, "level")
+            assert history[history.index("5.0") :] == ["5.0", "6.0", "7.0"]
+            supervisor = rt.supervisor(ref)
+            assert supervisor is not None
+            assert (supervisor.stats.connects, conn.resumes) == (1, 1)
+
+
 @pytest.mark.parametrize("resume", [True, False], ids=["resumed", "reconnected"])
 async def test_twenty_restarts_leak_no_task_and_no_socket(
     device: DeviceServer, resume: bool
