@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mapper_sdk._backoff import Backoff
-from mapper_sdk._scheduler import Schedule
+from mapper_sdk._scheduler import Schedule, Ticker, phase_offset
 from mapper_sdk._twin import TwinEngine, WriteDecision
 from mapper_sdk.binding import BoundDevice, BoundProperty
 from mapper_sdk.bus import EventBus, TwinReport, WriteResult, WriteStatus
@@ -51,6 +51,9 @@ class SupervisorSettings:
     """Consecutive failed reads after which the connection is dropped and re-opened."""
     desired_ttl: float = 300.0
     """How long a desired value waits for an offline device before it expires."""
+    phase_step: float = 0.01
+    """Devices' poll phases are multiples of this (at most an eighth of the period), so the
+    devices of one phase share a wake-up (``_scheduler.Ticker``); 0 spreads them freely."""
 
 
 @dataclass(slots=True)
@@ -106,6 +109,7 @@ class DeviceSupervisor:
         bus: EventBus,
         settings: SupervisorSettings,
         sinks: SinkHub | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
         self.device = device
         self.sinks = sinks
@@ -122,6 +126,14 @@ class DeviceSupervisor:
         self._inbox: dict[str, _Pending] = {}  # latest desired value wins, per property
         self._wake = asyncio.Event()
         self._backoff = Backoff(settings.backoff_base, settings.backoff_cap)
+        self._ticker = ticker if ticker is not None else Ticker()
+        # The read timeout without a timer per read (see _read): the task reading now, when
+        # its read times out, and the one timer that checks it.
+        self._reader: asyncio.Task[object] | None = None
+        self._read_deadline = 0.0
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timed_out = False
+        self._reader_cancelling = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -172,7 +184,9 @@ class DeviceSupervisor:
         polled = tuple(p for p in self.device.properties if p not in pushed)
         loop = asyncio.get_running_loop()
         period = min((p.collect_cycle_ms for p in polled), default=1000) / 1000
-        self.schedule = Schedule.build(polled, loop.time(), random.uniform(0, period))
+        start = loop.time()
+        offset = phase_offset(start, period, self.settings.phase_step, random.random())
+        self.schedule = Schedule.build(polled, start, offset)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._poll_loop(driver), name=f"poll {self.device.ref}")
@@ -216,15 +230,16 @@ class DeviceSupervisor:
 
     async def _poll_loop(self, driver: AnyDriver) -> None:
         loop = asyncio.get_running_loop()
+        schedule, stats, wait_until = self.schedule, self.stats, self._ticker.wait_until
         failures = 0
         while True:
-            deadline = self.schedule.next_deadline()
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            deadline = schedule.next_deadline()
+            await wait_until(deadline)
             now = loop.time()
-            self.stats.record_lateness((now - deadline) * 1000)
-            points = self.schedule.take_due(now)
+            points = schedule.take_due(now)
             if not points:
-                continue
+                continue  # woken a hair early (float rounding): wait again
+            stats.record_lateness((now - deadline) * 1000)
             try:
                 results = await self._read(driver, points)
             except DeviceConnectError:
@@ -238,27 +253,60 @@ class DeviceSupervisor:
                     raise DeviceConnectError(f"{failures} reads failed in a row: {exc}") from exc
                 continue
             failures = 0
-            all_failed = all(isinstance(r, DriverError) for r in results)
-            if not all_failed:
-                self._recovered()
-            self._set_state(DeviceState.UNHEALTHY if all_failed else DeviceState.ONLINE)
+            for result in results:
+                if not isinstance(result, DriverError):
+                    self._recovered()
+                    if self.state is not DeviceState.ONLINE:
+                        self._set_state(DeviceState.ONLINE)
+                    break
+            else:
+                self._set_state(DeviceState.UNHEALTHY)
             self._publish(self.engine.on_readings(points, results, loop.time(), wall_ms()))
 
     async def _read(
         self, driver: AnyDriver, points: Sequence[BoundProperty]
     ) -> list[Value | DriverError]:
+        # The read timeout is a deadline checked by one timer per device that is re-armed
+        # only when it fires during a later read: asyncio.timeout would create and cancel a
+        # timer handle per read and leave the cancelled handles in the loop's heap.
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         async with self._lock:
             started = loop.time()
+            self._reader, self._read_deadline = task, started + self.settings.read_timeout
+            if self._read_timer is None:
+                self._read_timer = loop.call_at(self._read_deadline, self._check_read)
             try:
-                async with asyncio.timeout(self.settings.read_timeout):
-                    results = await driver.read(points)
-            except TimeoutError as exc:
-                raise DriverError(f"read timed out after {self.settings.read_timeout} s") from exc
+                results = await driver.read(points)
+            except asyncio.CancelledError:
+                if self._read_timed_out:
+                    self._read_timed_out = False
+                    # Ours alone (not also a shutdown's): the same rule as asyncio.timeout.
+                    if task.uncancel() <= self._reader_cancelling:
+                        raise DriverError(
+                            f"read timed out after {self.settings.read_timeout} s"
+                        ) from None
+                raise
+            finally:
+                self._reader = None
         self.stats.record_read((loop.time() - started) * 1000)
         if len(results) != len(points):
             raise DriverError(f"driver returned {len(results)} values for {len(points)} points")
         return results
+
+    def _check_read(self) -> None:
+        self._read_timer = None
+        task = self._reader
+        if task is None:
+            return  # no read in flight: the next read arms the timer again
+        loop = asyncio.get_running_loop()
+        if self._read_deadline > loop.time():  # a later read than the one that armed it
+            self._read_timer = loop.call_at(self._read_deadline, self._check_read)
+            return
+        self._read_timed_out = True
+        self._reader_cancelling = task.cancelling()
+        task.cancel()
 
     def _on_push(self, point: BoundProperty, value: Value | DriverError) -> None:
         if not isinstance(value, DriverError):

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from mapper_sdk._registry import Registry
+from mapper_sdk._scheduler import Ticker
 from mapper_sdk._supervisor import DeviceSupervisor, SupervisorSettings, wall_ms
 from mapper_sdk.binding import BoundDevice, DeviceRef
 from mapper_sdk.bus import DesiredChange, EventBus, WriteResult, WriteStatus
@@ -89,6 +90,7 @@ class MapperRuntime:
         self.settings = settings or SupervisorSettings()
         self.write_wait = write_wait
         self._running: dict[DeviceRef, _Running] = {}
+        self._ticker = Ticker()  # shared: devices on the same poll phase wake together
         self._tasks: asyncio.TaskGroup | None = None
         # apply(), remove() and shutdown never interleave: a device started by a late apply
         # could otherwise outlive the shutdown that already stopped the others.
@@ -225,7 +227,9 @@ class MapperRuntime:
             log.error("device %s not started: %s", device.ref, reason)
             result.failed[device.ref] = reason
             return False
-        supervisor = DeviceSupervisor(device, driver_cls, self.bus, self.settings, self.sinks)
+        supervisor = DeviceSupervisor(
+            device, driver_cls, self.bus, self.settings, self.sinks, self._ticker
+        )
         task = self._tasks.create_task(supervisor.run(), name=f"device {device.ref}")
         self._running[device.ref] = _Running(supervisor, task, fingerprint)
         self.bus.device_added(device)

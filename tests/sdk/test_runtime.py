@@ -1,15 +1,19 @@
 """The runtime with the real virtual driver: supervision, writes, diffs, failure isolation."""
 
 import asyncio
+import dataclasses
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
+from mapper_sdk.binding import BoundProperty
 from mapper_sdk.bus import WriteStatus
-from mapper_sdk.driver import DeviceState
+from mapper_sdk.driver import DeviceState, Value
+from mapper_sdk.errors import DriverError
 from mapper_sdk.models import Device, DeviceModel
 from mapper_sdk.testing import (
+    FAST_SETTINGS,
     bind_or_raise,
     make_device,
     make_model,
@@ -284,3 +288,67 @@ async def test_a_heap_frozen_by_the_application_is_left_alone() -> None:
         assert gc.get_freeze_count() > before // 2  # not thawed by us (0 if it were)
     finally:
         gc.unfreeze()
+
+
+class _StuckDriver(VirtualDriver):
+    """The virtual driver, whose reads never answer while ``stuck`` is set."""
+
+    stuck = True
+    reading: asyncio.Event | None = None  # set when a read gets stuck
+
+    async def read(self, points: Sequence[BoundProperty]) -> list[Value | DriverError]:
+        if _StuckDriver.stuck:
+            if _StuckDriver.reading is not None:
+                _StuckDriver.reading.set()
+            await asyncio.Event().wait()
+        return await super().read(points)
+
+
+TIMEOUT_SETTINGS = dataclasses.replace(FAST_SETTINGS, read_timeout=0.1)
+
+
+async def test_a_read_that_never_answers_times_out_and_the_device_reconnects() -> None:
+    _StuckDriver.stuck = True
+    device = thermo("stuck", collect_cycle_ms=50)
+    ref = ref_of(device)
+    async with run_devices(
+        [(device, MODEL)], drivers=[_StuckDriver], settings=TIMEOUT_SETTINGS
+    ) as (runtime, bus):
+        supervisor = runtime.devices[ref]
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.UNHEALTHY)
+        assert supervisor.last_error == "read timed out after 0.1 s"
+        # FAST_SETTINGS drop the connection after 2 failed reads in a row.
+        await bus.wait_for(lambda: supervisor.stats.connects >= 2)
+        assert supervisor.stats.read_errors >= 2
+        _StuckDriver.stuck = False
+        await bus.wait_for(lambda: bus.state_of(ref) is DeviceState.ONLINE)
+        await bus.wait_for(lambda: bus.latest(ref, "temp") == "20.5")
+
+
+async def test_slow_reads_within_the_timeout_never_time_out() -> None:
+    # 60 ms reads every 50 ms with a 100 ms timeout: the timer armed by one read fires while
+    # a later one is in flight, and must wait for that read's own deadline.
+    device = make_device("slow", MODEL, {"latencyMs": 60}, VISITORS, collect_cycle_ms=50)
+    ref = ref_of(device)
+    async with run_devices([(device, MODEL)], settings=TIMEOUT_SETTINGS) as (runtime, bus):
+        supervisor = runtime.devices[ref]
+        await bus.wait_for(lambda: supervisor.stats.reads >= 8)
+        assert supervisor.stats.read_errors == 0
+        assert supervisor.stats.connects == 1
+
+
+async def test_a_device_removed_during_a_stuck_read_stops_cleanly() -> None:
+    _StuckDriver.stuck, _StuckDriver.reading = True, asyncio.Event()
+    device = thermo("stopping", collect_cycle_ms=50)
+    ref = ref_of(device)
+    settings = dataclasses.replace(FAST_SETTINGS, read_timeout=30.0)
+    async with run_devices([(device, MODEL)], drivers=[_StuckDriver], settings=settings) as (
+        runtime,
+        bus,
+    ):
+        supervisor = runtime.devices[ref]
+        await asyncio.wait_for(_StuckDriver.reading.wait(), 5)
+        assert supervisor._reader is not None
+        assert await runtime.remove(ref)
+        assert bus.state_of(ref) is DeviceState.OFFLINE
+        assert supervisor.stats.read_errors == 0  # cancelled, not turned into a timeout

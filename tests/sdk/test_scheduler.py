@@ -1,6 +1,11 @@
 """The scheduler is pure: time is an argument, so drift, grouping and skips are exact."""
 
-from mapper_sdk._scheduler import Schedule
+import asyncio
+from typing import Any
+
+import pytest
+
+from mapper_sdk._scheduler import Schedule, Ticker, phase_offset
 from mapper_sdk.binding import BoundProperty
 from mapper_sdk.testing import bind_or_raise, make_device, make_model, model_property
 from mapper_sdk.virtual import VirtualDriver
@@ -51,3 +56,56 @@ def test_nothing_due_before_the_deadline() -> None:
 def test_empty_schedule_never_fires() -> None:
     schedule = Schedule.build((), start=0.0, offset=0.0)
     assert schedule.next_deadline() == float("inf")
+
+
+def test_phase_offset_puts_the_first_tick_on_the_shared_grid() -> None:
+    # Two devices starting at different times with the same phase draw land on one tick.
+    first = [start + phase_offset(start, 1.0, 0.01, 0.37) for start in (100.0021, 100.0093)]
+    assert first[0] == pytest.approx(first[1])
+    assert first[0] == pytest.approx(100.38)
+    for start, tick in zip((100.0021, 100.0093), first, strict=True):
+        assert start <= tick < start + 1.0 + 0.01
+
+
+def test_phase_offset_keeps_eight_phases_for_fast_devices() -> None:
+    # A 40 ms period with a 10 ms step would have only 4 phases: the step shrinks to 5 ms.
+    offset = phase_offset(0.0, 0.04, 0.01, 0.3)
+    assert offset == pytest.approx(0.015)
+
+
+def test_phase_offset_without_a_step_keeps_the_raw_phase() -> None:
+    assert phase_offset(7.0, 2.0, 0.0, 0.25) == 0.5
+
+
+async def test_ticker_wakes_every_waiter_of_a_deadline_with_one_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    timers: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, *args: Any) -> asyncio.TimerHandle:
+        timers.append(when)
+        return call_at(when, *args)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    ticker = Ticker()
+    deadline = loop.time() + 0.02
+    waiters = [ticker.wait_until(deadline) for _ in range(5)]
+    waiters[2].cancel()  # a device stopped while waiting: skipped, not an error
+    later = ticker.wait_until(deadline + 0.01)
+    await asyncio.gather(*waiters[:2], *waiters[3:])
+    assert loop.time() >= deadline
+    assert not later.done()
+    await later
+    assert loop.time() >= deadline + 0.01
+    assert len(timers) == 2  # one per distinct deadline, not one per waiter
+
+
+async def test_ticker_never_wakes_an_empty_schedule() -> None:
+    ticker = Ticker()
+    never = ticker.wait_until(float("inf"))
+    soon = ticker.wait_until(asyncio.get_running_loop().time())
+    await soon
+    assert not never.done()
+    never.cancel()
