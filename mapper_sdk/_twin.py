@@ -27,6 +27,8 @@ from mapper_sdk.errors import DesiredValueError, DriverError, ValueConversionErr
 _REPORT_SLACK = 0.5
 """Fraction of the collect cycle a report may come early, so tick jitter never skips a cycle."""
 
+_TO_TWIN = values.to_twin
+
 
 @dataclass(slots=True)
 class PropertyState:
@@ -40,6 +42,8 @@ class PropertyState:
     errors: int = 0  # failed reads and conversions of this property, for metrics
     reported_text: str | None = None
     reported_at: float | None = None
+    report_by: float = 0.0  # reported_at + reportCycle - slack: unchanged values are due then
+    twin: TwinValue | None = None  # the last one reported, reused while nothing in it changed
     desired: str | None = None
     desired_version: int = 0
 
@@ -63,6 +67,13 @@ class TwinEngine:
         for point in device.properties:
             if point.desired is not None and point.desired.value != "" and point.writable:
                 self.states[point.index].desired = point.desired.value
+        # Per property, by index, worked out once: whether its values leave the engine at all,
+        # and how long after a report an unchanged value is due again.
+        self._reported = [p.report_to_cloud or p.push_method is not None for p in device.properties]
+        self._heartbeat = [
+            (p.report_cycle_ms - p.collect_cycle_ms * _REPORT_SLACK) / 1000
+            for p in device.properties
+        ]
 
     def on_readings(
         self,
@@ -72,40 +83,56 @@ class TwinEngine:
         wall_ms: int,
     ) -> TwinReport | None:
         """Record a batch of readings; return the report due now, if any."""
+        # The hot path of every device tick: locals instead of attribute look-ups, and the
+        # per-property constants were worked out in __init__.
         due: list[TwinValue] = []
-        local: list[TwinValue] = []
+        local: list[TwinValue] | None = None
+        states, reported, heartbeat, to_twin = (
+            self.states,
+            self._reported,
+            self._heartbeat,
+            _TO_TWIN,
+        )
         for point, result in zip(points, results, strict=True):
-            state = self.states[point.index]
+            index = point.index
+            state = states[index]
             if isinstance(result, DriverError):
                 state.error = str(result) or type(result).__name__
                 state.errors += 1
                 continue
+            text = state.text
             # Unchanged raw value: skip the conversion, the text is the same as last time.
-            if state.text is None or result != state.raw or type(result) is not type(state.raw):
+            if text is None or result != state.raw or type(result) is not type(state.raw):
                 try:
-                    state.value, state.text = values.to_twin(result, point.type)
+                    state.value, text = to_twin(result, point.type)
                 except ValueConversionError as exc:
                     state.error = str(exc)
                     state.errors += 1
                     continue
-                state.raw = result
-            state.read_at_ms, state.error = wall_ms, None
-            text = state.text
-            reported = point.report_to_cloud or point.push_method is not None
-            if reported and self._report_due(point, state, now):
+                state.text, state.raw = text, result
+            state.read_at_ms = wall_ms
+            state.error = None
+            if not reported[index]:
+                continue
+            # Due when the text changed since it was last reported (never reported: the
+            # reported text is None), or when the reportCycle heartbeat is due.
+            if text != state.reported_text or now >= state.report_by:
                 state.reported_text, state.reported_at = text, now
-                twin = TwinValue(point.name, text, point.twin_type, state.desired)
-                (due if point.report_to_cloud else local).append(twin)
-        if not due and not local:
-            return None
-        return TwinReport(self.device.ref, wall_ms, tuple(due), tuple(local))
-
-    @staticmethod
-    def _report_due(point: BoundProperty, state: PropertyState, now: float) -> bool:
-        if state.reported_at is None or state.text != state.reported_text:
-            return True
-        slack = point.collect_cycle_ms * _REPORT_SLACK / 1000
-        return now + slack >= state.reported_at + point.report_cycle_ms / 1000
+                state.report_by = now + heartbeat[index]
+                twin = state.twin
+                if twin is None or twin.value is not text or twin.desired is not state.desired:
+                    twin = state.twin = TwinValue(point.name, text, point.twin_type, state.desired)
+                if point.report_to_cloud:
+                    due.append(twin)
+                elif local is None:
+                    local = [twin]
+                else:
+                    local.append(twin)
+        if local is not None:
+            return TwinReport(self.device.ref, wall_ms, tuple(due), tuple(local))
+        if due:
+            return TwinReport(self.device.ref, wall_ms, tuple(due))
+        return None
 
     def force_report(self, wall_ms: int) -> TwinReport | None:
         """Everything known and reportable, e.g. to resync after the link reconnects."""

@@ -113,6 +113,7 @@ class _Rng:
 
 
 _MASK64 = (1 << 64) - 1
+_FLOATS = (PropertyType.FLOAT, PropertyType.DOUBLE)
 
 
 class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
@@ -130,6 +131,7 @@ class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
         # A stable per-device seed: hash() of a str changes between processes.
         self._rng = _Rng(self.config.seed or zlib.crc32(device.ref.id.encode()))
         self._epoch = time.monotonic()
+        self._latency_s = self.config.latency_ms / 1000
 
     async def connect(self) -> None:
         await self._latency()
@@ -137,14 +139,17 @@ class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
             raise DeviceConnectError(f"simulated device {self.device.ref} is offline")
 
     async def read(self, points: Sequence[BoundProperty]) -> list[Value | DriverError]:
-        await self._latency()
-        if not self._sim.online:
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)
+        sim = self._sim
+        if not sim.online:
             raise DeviceConnectError(f"simulated device {self.device.ref} went offline")
-        self._sim.reads += 1
+        sim.reads += 1
         every = self.config.fail_every
-        if every and self._sim.reads % every == 0:
-            raise DeviceTimeoutError(f"simulated timeout (read {self._sim.reads})")
-        return [self._next(point) for point in points]
+        if every and sim.reads % every == 0:
+            raise DeviceTimeoutError(f"simulated timeout (read {sim.reads})")
+        next_value = self._next
+        return [next_value(point) for point in points]
 
     async def write(self, point: BoundProperty, value: Value) -> None:
         await self._latency()
@@ -158,30 +163,36 @@ class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
             self._sim.values[point.name] = value
 
     def _next(self, point: BoundProperty) -> Value:
-        visitor = self.visitor(point)
+        visitor: VirtualVisitorConfig = point.visitor  # type: ignore[assignment]
         name = point.name
-        pending = self._sim.pending.get(name)
-        if pending is not None and time.monotonic() >= pending[1]:
-            self._sim.values[name] = pending[0]
-            del self._sim.pending[name]
-        current = self._sim.values.get(name)
+        sim = self._sim
+        if sim.pending:  # written values still on their way (lag_ms)
+            pending = sim.pending.get(name)
+            if pending is not None and time.monotonic() >= pending[1]:
+                sim.values[name] = pending[0]
+                del sim.pending[name]
+        current = sim.values.get(name)
+        kind = visitor.kind
         if current is None:
             current = _typed(
                 visitor.value if visitor.value is not None else visitor.min, point.type
             )
-        elif visitor.kind == "counter":
+        elif kind == "random_walk" and point.type in _FLOATS:  # the benchmarks' hot path
+            nxt = float(current) + self._rng.uniform(-visitor.step, visitor.step)
+            current = float(round(min(visitor.max, max(visitor.min, nxt)), 3))
+        elif kind == "counter":
             nxt = float(current) + visitor.step
             current = _typed(visitor.min if nxt > visitor.max else nxt, point.type)
-        elif visitor.kind == "random_walk":
+        elif kind == "random_walk":
             nxt = float(current) + self._rng.uniform(-visitor.step, visitor.step)
             current = _typed(round(min(visitor.max, max(visitor.min, nxt)), 3), point.type)
-        elif visitor.kind == "sine":
+        elif kind == "sine":
             phase = 2 * math.pi * (time.monotonic() - self._epoch) * 1000 / visitor.period_ms
             mid, amp = (visitor.max + visitor.min) / 2, (visitor.max - visitor.min) / 2
             current = _typed(round(mid + amp * math.sin(phase), 3), point.type)
-        self._sim.values[name] = current
+        sim.values[name] = current
         return current
 
     async def _latency(self) -> None:
-        if self.config.latency_ms:
-            await asyncio.sleep(self.config.latency_ms / 1000)
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s)

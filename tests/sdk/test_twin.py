@@ -65,6 +65,32 @@ def test_default_report_cycle_reports_every_read() -> None:
     assert len(report.twins) == 4
 
 
+def test_an_unchanged_value_reported_again_carries_the_current_desired_value() -> None:
+    device = _device()
+    engine = TwinEngine(device)
+    engine.on_readings(device.properties, [20.0, 21.5, True, "a"], 0.0, 0)
+    again = engine.on_readings(device.properties, [20.0, 21.5, True, "a"], 1.0, 1000)
+    assert again is not None
+    assert again.twins[1].desired == "21.5"
+    engine.check_desired("setpoint", "25")
+    report = engine.on_readings(device.properties, [20.0, 21.5, True, "a"], 2.0, 2000)
+    assert report is not None
+    assert [(t.name, t.value, t.desired) for t in report.twins[:2]] == [
+        ("temp", "20.0", None),
+        ("setpoint", "21.5", "25"),
+    ]
+
+
+def test_the_heartbeat_comes_half_a_collect_cycle_early_at_most() -> None:
+    device = _device(report_cycle_ms=10_000)  # collect cycle 1 s: 0.5 s of slack
+    engine = TwinEngine(device)
+    engine.on_readings(device.properties, [20.0, 21.5, True, "a"], 0.0, 0)
+    assert engine.on_readings(device.properties, [20.0, 21.5, True, "a"], 9.49, 9490) is None
+    heartbeat = engine.on_readings(device.properties, [20.0, 21.5, True, "a"], 9.5, 9500)
+    assert heartbeat is not None
+    assert len(heartbeat.twins) == 4
+
+
 def test_report_to_cloud_false_keeps_values_but_reports_nothing() -> None:
     device = _device(report_to_cloud=False)
     engine = TwinEngine(device)
