@@ -157,3 +157,15 @@ def test_force_report_resends_known_values() -> None:
     report = engine.force_report(5)
     assert report is not None
     assert [(t.name, t.value) for t in report.twins] == [("temp", "19.5")]
+
+
+def test_twin_values_built_by_the_engine_equal_the_dataclass() -> None:
+    from mapper_sdk._twin import _twin_value
+    from mapper_sdk.bus import TwinValue
+
+    built = _twin_value("temp", "20.5", "float", "21")
+    assert built == TwinValue("temp", "20.5", "float", "21")
+    assert hash(built) == hash(TwinValue("temp", "20.5", "float", "21"))
+    assert _twin_value("temp", "20.5", "float", None).desired is None
+    with pytest.raises(AttributeError):
+        built.value = "1"  # type: ignore[misc]  # still frozen
