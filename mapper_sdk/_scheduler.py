@@ -47,15 +47,19 @@ class Schedule:
 
     def next_deadline(self) -> float:
         """The monotonic time of the next tick (``inf`` when there is nothing to poll)."""
-        return min((g.next_due for g in self.groups), default=math.inf)
+        groups = self.groups
+        if len(groups) == 1:  # one collect cycle per device: the common case, every tick
+            return groups[0].next_due
+        return min((g.next_due for g in groups), default=math.inf)
 
-    def take_due(self, now: float) -> list[BoundProperty]:
+    def take_due(self, now: float) -> tuple[BoundProperty, ...]:
         """The points of every group due at ``now``; advances those groups past ``now``."""
-        due: list[BoundProperty] = []
+        due: tuple[BoundProperty, ...] = ()
         for group in self.groups:
             if group.next_due > now:
                 continue
-            due.extend(group.points)
+            # The group's own tuple when it is the only one due: nothing built per tick.
+            due = due + group.points if due else group.points
             # Jump to the first grid point after now; every grid point jumped over beyond the
             # one being served now is a missed cycle.
             behind = math.floor((now - group.next_due) / group.period)

@@ -132,6 +132,7 @@ class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
         self._rng = _Rng(self.config.seed or zlib.crc32(device.ref.id.encode()))
         self._epoch = time.monotonic()
         self._latency_s = self.config.latency_ms / 1000
+        self._fail_every = self.config.fail_every
 
     async def connect(self) -> None:
         await self._latency()
@@ -145,7 +146,7 @@ class VirtualDriver(Driver[VirtualProtocolConfig, VirtualVisitorConfig]):
         if not sim.online:
             raise DeviceConnectError(f"simulated device {self.device.ref} went offline")
         sim.reads += 1
-        every = self.config.fail_every
+        every = self._fail_every
         if every and sim.reads % every == 0:
             raise DeviceTimeoutError(f"simulated timeout (read {sim.reads})")
         next_value = self._next

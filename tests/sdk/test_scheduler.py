@@ -49,7 +49,7 @@ def test_late_ticks_are_skipped_and_counted_not_burst() -> None:
 
 def test_nothing_due_before_the_deadline() -> None:
     schedule = Schedule.build(_points({"a": 200}), start=10.0, offset=0.1)
-    assert schedule.take_due(10.05) == []
+    assert schedule.take_due(10.05) == ()
     assert schedule.next_deadline() == 10.1
 
 
