@@ -345,7 +345,7 @@ def emit(event: str, **data: Any) -> None:
 
 def slot_schedules(slots: int) -> None:
     """Device offsets rounded down to ``slots`` phases per period, so the devices of one phase
-    poll together (what an SDK-side phase grid would give; not SDK behaviour). Benchmark-only."""
+    poll together (coarser than the SDK's own ``phase_step`` grid). Benchmark-only."""
     from mapper_sdk._scheduler import Schedule
 
     build = Schedule.build
@@ -1315,7 +1315,7 @@ def main() -> None:
         type=int,
         default=[],
         help="steady state: extra runs of ours with device offsets on N phases per period "
-        "(what an SDK phase grid would give; not SDK behaviour)",
+        "(coarser than the SDK's own 10 ms phase grid)",
     )
     parser.add_argument("--output", default="modbus", help="results/<output>.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
