@@ -93,6 +93,7 @@ async def run_ours(devices: int, props: int, seconds: float) -> dict[str, object
     return {
         "cpu_fraction": (cpu1 - cpu0) / (t1 - t0),
         "values_per_s": (values1 - values0) / (t1 - t0),
+        "cpu_us_per_value": (cpu1 - cpu0) / max(1, values1 - values0) * 1e6,
         "rss_mb": rss,
         "missed_cycles": missed,
         "tick_lateness_p99_ms_at_most": p99_bucket,
@@ -133,6 +134,7 @@ async def run_baseline(devices: int, props: int, seconds: float) -> dict[str, ob
     return {
         "cpu_fraction": (cpu1 - cpu0) / (t1 - t0),
         "values_per_s": (counters["values"] - v0) / (t1 - t0),
+        "cpu_us_per_value": (cpu1 - cpu0) / max(1, counters["values"] - v0) * 1e6,
         "rss_mb": rss_mb(),
     }
 

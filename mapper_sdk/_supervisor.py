@@ -290,6 +290,9 @@ class DeviceSupervisor:
                 raise
             finally:
                 self._reader = None
+                if self._read_timed_out:  # the driver swallowed our cancellation: undo it
+                    self._read_timed_out = False
+                    task.uncancel()
         self.stats.record_read((loop.time() - started) * 1000)
         if len(results) != len(points):
             raise DriverError(f"driver returned {len(results)} values for {len(points)} points")

@@ -352,3 +352,38 @@ async def test_a_device_removed_during_a_stuck_read_stops_cleanly() -> None:
         assert await runtime.remove(ref)
         assert bus.state_of(ref) is DeviceState.OFFLINE
         assert supervisor.stats.read_errors == 0  # cancelled, not turned into a timeout
+
+
+class _SwallowingDriver(VirtualDriver):
+    """Its first read outlives the timeout and swallows the cancellation (a badly behaved
+    driver); later reads record whether their task still looks cancelled."""
+
+    swallowed = False
+    cancelling: list[int] = []  # reset by the test
+
+    async def read(self, points: Sequence[BoundProperty]) -> list[Value | DriverError]:
+        task = asyncio.current_task()
+        assert task is not None
+        if not _SwallowingDriver.swallowed:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                _SwallowingDriver.swallowed = True
+        else:
+            _SwallowingDriver.cancelling.append(task.cancelling())
+        return await super().read(points)
+
+
+async def test_a_timeout_the_driver_swallowed_leaves_the_poll_task_uncancelled() -> None:
+    _SwallowingDriver.swallowed, _SwallowingDriver.cancelling = False, []
+    device = thermo("swallow", collect_cycle_ms=50)
+    ref = ref_of(device)
+    async with run_devices(
+        [(device, MODEL)], drivers=[_SwallowingDriver], settings=TIMEOUT_SETTINGS
+    ) as (runtime, bus):
+        supervisor = runtime.devices[ref]
+        await bus.wait_for(lambda: supervisor.stats.reads >= 3)
+        assert _SwallowingDriver.swallowed
+        assert _SwallowingDriver.cancelling
+        assert set(_SwallowingDriver.cancelling) == {0}
+        assert supervisor.stats.read_errors == 0  # it answered: no error, as asyncio.timeout
