@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -432,6 +433,8 @@ async def child_ours(spec: dict[str, Any]) -> None:
         clean_session=True,
         node="bench-node",
     )
+    if spec.get("mqtt_batch_delay") is not None:  # --mqtt-batch-delay: an SDK setting tried
+        settings = dataclasses.replace(settings, batch_delay=float(spec["mqtt_batch_delay"]))
     state_dir = spec.get("state_dir")
     bus = MqttEventBus(settings, state_dir=state_dir)
     async with MapperRuntime(bus, registry=registry) as runtime:
@@ -567,6 +570,10 @@ class World:
         return {"sim": [s.proc.pid for s in self.sims], "broker": [self.broker.proc.pid]}
 
 
+OPTIONS: dict[str, Any] = {}
+"""Command-line settings every spec carries (``mqtt_batch_delay``)."""
+
+
 def make_spec(
     world: World,
     devices: list[dict[str, Any]],
@@ -585,6 +592,7 @@ def make_spec(
         "max_inflight": inflight,
         "devices": devs,
         "write_device": wd,
+        "mqtt_batch_delay": OPTIONS.get("mqtt_batch_delay"),
         **extra,
     }
 
@@ -1317,6 +1325,11 @@ def main() -> None:
         help="steady state: extra runs of ours with device offsets on N phases per period "
         "(coarser than the SDK's own 10 ms phase grid)",
     )
+    parser.add_argument(
+        "--mqtt-batch-delay",
+        type=float,
+        help="the mapper's MqttSettings.batch_delay (s), to try another value of the SDK default",
+    )
     parser.add_argument("--output", default="modbus", help="results/<output>.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1336,6 +1349,7 @@ def main() -> None:
         if getattr(args, name) is not None:
             setattr(prof, name, getattr(args, name))
         setattr(args, name, getattr(prof, name))
+    OPTIONS["mqtt_batch_delay"] = args.mqtt_batch_delay
     only = set(args.only or ["b1", "steady", "b4"])
     started = time.monotonic()
     result: dict[str, Any] = {
