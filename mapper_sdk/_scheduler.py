@@ -94,7 +94,7 @@ class Ticker:
     event-loop turn with its own ``epoll`` call, since devices spread over the period rarely
     share one: about 30 µs per wake-up with 1,000 devices at 1 Hz, the largest single cost of
     a device's tick. Devices on the same phase (``phase_offset``) wait on one timer and are
-    all woken in one turn. A wake-up comes at most 1 µs after the deadline and never before
+    all woken in one turn. A wake-up comes at most 2 µs after the deadline and never before
     it (to float rounding: the poll loop checks the clock and waits again if early).
     """
 
@@ -112,11 +112,12 @@ class Ticker:
         future: asyncio.Future[None] = loop.create_future()
         if deadline == math.inf:
             return future
-        key = int(deadline * _US)
+        # Rounded, not truncated: deadlines on one grid point may differ by a float ulp.
+        key = round(deadline * _US)
         waiters = self._slots.get(key)
         if waiters is None:
             waiters = self._slots[key] = []
-            # The end of the microsecond, so the slot's latest deadline has passed too.
+            # Past every deadline rounded to this key, so they have all passed when it fires.
             loop.call_at((key + 1) / _US, self._fire, key)
         waiters.append(future)
         return future
