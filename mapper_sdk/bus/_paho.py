@@ -34,6 +34,7 @@ OnMessage = Callable[[mqtt.MQTTMessage], None]
 OnPublished = Callable[[int], None]
 
 _READ_SIZE = 64 * 1024
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _PUBACK = int(mqtt.PUBACK)
 _PUBLISH = int(mqtt.PUBLISH)
 _PUBLISH_QOS1 = bytes([_PUBLISH | 0x02])
@@ -375,6 +376,14 @@ class PahoConnection:
 
     def _read(self) -> None:
         rc = self.client.read_turn()
+        if _QUICKACK is not None and self._sock is not None:
+            # Acknowledge what we just read at once instead of after the kernel's delayed-ACK
+            # timer (up to 40 ms). Brokers keep Nagle on by default (mosquitto's
+            # set_tcp_nodelay is false): a broker with a small segment still unacknowledged by
+            # us holds the next one (a delta, a PUBACK) until our ACK comes. The kernel resets
+            # this flag by itself, so it is set again after every read.
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
             self._finish(f"read failed: {mqtt.error_string(rc)}")
 
