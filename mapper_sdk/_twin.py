@@ -52,6 +52,14 @@ def _twin_value(name: str, value: str, twin_type: str, desired: str | None) -> T
     return twin
 
 
+_FLOATS: dict[float, float] = {}
+
+
+def _shared_float(number: float) -> float:
+    """One float object per distinct value: a fleet repeats a few cycles on every device."""
+    return _FLOATS.setdefault(number, number) if len(_FLOATS) < 4096 else number
+
+
 @dataclass(slots=True)
 class PropertyState:
     """What the engine knows about one property."""
@@ -65,7 +73,6 @@ class PropertyState:
     reported_text: str | None = None
     reported_at: float | None = None
     report_by: float = 0.0  # reported_at + reportCycle - slack: unchanged values are due then
-    twin: TwinValue | None = None  # the last one reported, reused while nothing in it changed
     desired: str | None = None
     desired_version: int = 0
 
@@ -93,7 +100,7 @@ class TwinEngine:
         # and how long after a report an unchanged value is due again.
         self._reported = [p.report_to_cloud or p.push_method is not None for p in device.properties]
         self._heartbeat = [
-            (p.report_cycle_ms - p.collect_cycle_ms * _REPORT_SLACK) / 1000
+            _shared_float((p.report_cycle_ms - p.collect_cycle_ms * _REPORT_SLACK) / 1000)
             for p in device.properties
         ]
 
@@ -141,11 +148,9 @@ class TwinEngine:
             if text != state.reported_text or now >= state.report_by:
                 state.reported_text, state.reported_at = text, now
                 state.report_by = now + heartbeat[index]
-                twin = state.twin
-                if twin is None or twin.value is not text or twin.desired is not state.desired:
-                    twin = state.twin = _twin_value(
-                        point.name, text, point.twin_type, state.desired
-                    )
+                # Not kept in the state: one more object per property of every device, for
+                # the rare heartbeat of an unchanged value.
+                twin = _twin_value(point.name, text, point.twin_type, state.desired)
                 if point.report_to_cloud:
                     due.append(twin)
                 elif local is None:
