@@ -107,7 +107,8 @@ _PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while loading or binding.
+    """Pause the cyclic garbage collector while loading or binding (public as
+    ``mapper_sdk.loader.gc_paused``: applications wrap starting thousands of devices in it too).
 
     Loading allocates hundreds of thousands of small, acyclic, long-lived objects; the
     collector would traverse them again and again for nothing. When it is switched back on,

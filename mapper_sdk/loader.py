@@ -53,6 +53,7 @@ __all__ = [
     "Source",
     "bind_all",
     "format_path",
+    "gc_paused",
     "load_paths",
     "load_text",
     "parse_path",

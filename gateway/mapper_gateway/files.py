@@ -20,18 +20,15 @@ unchanged symlinks).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from mapper_sdk import BoundDevice, DeviceRef, Problem, Registry, loader
 from mapper_sdk.binding import bind
-from mapper_sdk.loader import Loaded, LoadResult, Source
+from mapper_sdk.loader import Loaded, LoadResult, Source, gc_paused
 from mapper_sdk.models import Device, DeviceModel
 
 log = logging.getLogger("mapper_gateway.files")
@@ -239,28 +236,6 @@ def _unique(
                 continue
             first[key] = loaded
     return first
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while thousands of long-lived objects are made.
-
-    Binding or starting 10,000 devices allocates about a million objects, and each full
-    collection on the way would walk all of them again; afterwards the survivors are promoted
-    to the oldest generation in one step (freeze, then unfreeze) so the young-generation passes
-    do not walk them either. Skipped when the application froze objects itself.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        if gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        gc.enable()
 
 
 def _forget_text(result: LoadResult | None) -> None:

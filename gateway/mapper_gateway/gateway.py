@@ -27,12 +27,13 @@ import watchfiles
 from mapper_gateway.audit import AuditLog
 from mapper_gateway.broker import EmbeddedBroker
 from mapper_gateway.events import EventHub, TapBus
-from mapper_gateway.files import DeviceFiles, gc_paused
+from mapper_gateway.files import DeviceFiles
 from mapper_gateway.routing import RoutingBus
 from mapper_gateway.security import ApiToken, FailureLimiter, Guard
 from mapper_gateway.settings import GatewaySettings
 from mapper_gateway.sources import DeviceSources
 from mapper_sdk import BoundDevice, ConfigError, EventBus, MapperRuntime, Registry
+from mapper_sdk.loader import gc_paused
 
 if TYPE_CHECKING:
     from mapper_sdk.bus.mqtt import MqttEventBus
