@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,17 @@ async def served(gw: Gateway) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+def stop_process(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGINT a gateway started as a subprocess; its exit code and everything it logged."""
+    process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(timeout=20)
+    finally:
+        process.kill()
+        stderr = process.stderr.read() if process.stderr else ""
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    return code, stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import pytest
 from mapper_gateway.__main__ import _parser, load_settings, main
 from mapper_gateway.settings import GatewaySettings
 
-from .kit import free_port
+from .kit import free_port, stop_process
 
 
 def test_help_lists_every_setting_with_its_environment_variable(
@@ -101,15 +100,7 @@ def test_the_demo_prints_its_urls_serves_and_stops_on_sigint(tmp_path: Path) -> 
         )
         assert write.status_code == 200, write.text
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=20)
-        finally:
-            process.kill()
-            stderr = process.stderr.read() if process.stderr else ""
-            for pipe in (process.stdout, process.stderr):
-                if pipe is not None:
-                    pipe.close()
+        code, stderr = stop_process(process)
     assert code == 0, stderr
     assert "Traceback" not in stderr
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from mapper_gateway.settings import GatewaySettings
 from mapper_gateway.tls import check_tls
 from mapper_sdk import ConfigError
 
-from .kit import AUTH, TOKEN, free_port, make_settings, served
+from .kit import AUTH, TOKEN, free_port, make_settings, served, stop_process
 from .test_cli import _read_until
 from .tls_kit import Pki, make_pki
 
@@ -108,19 +107,6 @@ def _gateway_env() -> dict[str, str]:
     return env
 
 
-def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGINT)
-    try:
-        code = process.wait(timeout=20)
-    finally:
-        process.kill()
-        stderr = process.stderr.read() if process.stderr else ""
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-    return code, stderr
-
-
 @pytest.mark.slow
 def test_the_command_serves_https_from_its_config_file(
     tmp_path: Path, pki: Pki, devices_dir: Path
@@ -142,7 +128,7 @@ def test_the_command_serves_https_from_its_config_file(
             assert https.get("/healthz").status_code == 200
             assert https.get("/api/v1/devices", headers=AUTH).status_code == 200
     finally:
-        code, stderr = _stop(process)
+        code, stderr = stop_process(process)
     assert code == 0, stderr
     assert "Traceback" not in stderr
 
@@ -167,7 +153,7 @@ def test_an_exposed_gateway_on_plain_http_warns_and_fails_closed(
                 assert http.get(path).status_code == 401, path
                 assert http.get(path, headers=AUTH).status_code in (200, 503), path
     finally:
-        code, stderr = _stop(process)
+        code, stderr = stop_process(process)
     assert code == 0, stderr
     assert re.search(r"WARNING mapper_gateway: the API on 0\.0\.0\.0:\d+ is plain HTTP", stderr)
     assert TOKEN not in stderr
