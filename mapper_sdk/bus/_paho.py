@@ -37,6 +37,7 @@ _READ_SIZE = 64 * 1024
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _PUBACK = int(mqtt.PUBACK)
 _PUBLISH = int(mqtt.PUBLISH)
+_DISCONNECT = int(mqtt.DISCONNECT)
 _PUBLISH_QOS1 = bytes([_PUBLISH | 0x02])
 
 
@@ -54,7 +55,12 @@ _PAHO_INTERNALS = (
     "_packet_handle",
     "_packet_queue",
     "_mid_generate",
+    "_out_packet",
+    "_packet_write",
 )
+
+_MAX_COALESCED = 256 * 1024
+"""Bytes of queued packets joined into one ``send``."""
 
 
 class _Client(mqtt.Client):
@@ -159,6 +165,33 @@ class _Client(mqtt.Client):
         self._packet_queue(_PUBLISH, packet, mid, 1)
         return mid
 
+    def _packet_write(self) -> MQTTErrorCode:
+        # paho sends each queued packet with its own send() call: on loopback, the kernel's
+        # whole TCP path for one segment per reported device. Runs of packets that need
+        # nothing from paho once written (everything but a QoS 0 PUBLISH, which calls
+        # on_publish, and a DISCONNECT, which closes) are joined first, so a loop turn's
+        # reports leave in one send. A partial send keeps the joined rest at the head of the
+        # queue, as paho does with any packet.
+        queue = self._out_packet
+        if len(queue) > 1:
+            packets = list(queue)
+            queue.clear()
+            run: list[Any] = []
+            size = 0
+            for packet in packets:
+                if not _joinable(packet):
+                    _flush_run(run, queue)
+                    queue.append(packet)
+                    size = 0
+                    continue
+                if size >= _MAX_COALESCED:
+                    _flush_run(run, queue)
+                    size = 0
+                run.append(packet)
+                size += packet["to_process"]
+            _flush_run(run, queue)
+        return super()._packet_write()
+
     def _sock_recv(self, bufsize: int) -> bytes:
         buf = self._rbuf
         if not buf:
@@ -183,6 +216,34 @@ class _Client(mqtt.Client):
             self._puback(int.from_bytes(packet["packet"][:2], "big"))
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._packet_handle()
+
+
+def _flush_run(run: list[Any], queue: Any) -> None:
+    """Queue ``run`` (joinable packets, only the first may be partly written) as one packet."""
+    if len(run) == 1:
+        queue.append(run[0])
+    elif run:
+        first = run[0]
+        joined = b"".join([first["packet"][first["pos"] :], *(p["packet"] for p in run[1:])])
+        queue.append(
+            {
+                "command": first["command"],
+                "mid": first["mid"],
+                "qos": first["qos"],
+                "pos": 0,
+                "to_process": len(joined),
+                "packet": joined,
+                "info": None,
+            }
+        )
+    run.clear()
+
+
+def _joinable(packet: Any) -> bool:
+    command: int = packet["command"] & 0xF0
+    if command == _PUBLISH:
+        return bool(packet["qos"])
+    return command != _DISCONNECT
 
 
 class PahoConnection:

@@ -89,3 +89,44 @@ def test_a_paho_without_the_internals_used_is_refused_clearly(
     monkeypatch.delattr(mqtt.Client, "_packet_queue")
     with pytest.raises(EventBusError, match=r"_packet_queue\).*paho-mqtt>=2.1,<2.3"):
         _client([])
+
+
+class _ShortWrites:
+    """A socket that takes at most ``limit`` bytes per send and records every send."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.sends: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        chunk = bytes(data[: self.limit])
+        self.sends.append(chunk)
+        return len(chunk)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("limit", [1 << 20, 7])
+def test_queued_packets_leave_joined_in_paho_order(limit: int) -> None:
+    """QoS 1 publishes queued in one turn go out in one send (or as few as the socket takes),
+    byte for byte what paho would write; a QoS 0 publish still gets its on_publish."""
+    client = _client([])
+    published: list[int] = []
+    client.on_publish = lambda c, u, mid, rc, props: published.append(mid)
+    sock = _ShortWrites(limit)
+    client._sock = sock  # type: ignore[assignment]
+    for i in range(5):
+        client.publish_qos1(b"t/a", b"%d" % i)
+    qos0 = client.publish("t/b", b"zero", qos=0)
+    for i in range(3):
+        client.publish_qos1(b"t/c", b"x" * (i + 1))
+    expected = b"".join(bytes(p["packet"]) for p in client._out_packet)
+    while client.want_write():
+        assert client.loop_write() in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN)
+    client._sock = None
+    assert b"".join(sock.sends) == expected
+    assert published == [qos0.mid]
+    if limit > len(expected):
+        # five joined, the QoS 0 one alone (paho calls back after it), three joined
+        assert len(sock.sends) == 3
