@@ -14,6 +14,8 @@ process and measures:
 - REST property read latency: ``GET /api/v1/devices/{ns}/{name}/properties/{p}`` against a
   bare FastAPI endpoint returning the same JSON from its own uvicorn process, same run,
   requests alternating between the two, one keep-alive client each;
+- the local store's price: the gateway's CPU with its SQLite store (on by default) and with
+  ``--no-local-store``, alternated, and what the store holds afterwards;
 - the audit file's price on writes: REST write p50 with the audit file on this disk (fsynced
   per batch) and on tmpfs (``/dev/shm``, where fsync is free), one gateway each.
 
@@ -32,6 +34,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,7 +47,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import rss_mb, write_result
+from _common import cpu_seconds, rss_mb, write_result
 
 PROPS = 10
 TARGET_RSS = {1000: 100.0, 10000: 250.0}
@@ -249,6 +252,38 @@ def audit_cost(directory: Path, tmp: Path, log: Path, rounds: int) -> dict[str, 
     return result
 
 
+def store_cost(directory: Path, tmp: Path, log: Path, seconds: float) -> dict[str, Any]:
+    """CPU of the gateway with the local store (the default) and with ``--no-local-store``,
+    alternated (on, off, on, off), each measured over ``seconds`` after a 5 s warm-up; and
+    what the store holds after the first run (reports, values, bytes on disk)."""
+    result: dict[str, Any] = {"seconds_each": seconds, "on": [], "off": []}
+    for n, mode in enumerate(("on", "off", "on", "off")):
+        state = tmp / f"store-{n}"
+        extra = () if mode == "on" else ("--no-local-store",)
+        process, _ = start_gateway(directory, state, free_port(), log, *extra)
+        try:
+            time.sleep(5.0)
+            c0, t0 = cpu_seconds(process.pid), time.perf_counter()
+            time.sleep(seconds)
+            result[mode].append((cpu_seconds(process.pid) - c0) / (time.perf_counter() - t0))
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+        store = state / "values.sqlite3"
+        if mode == "on" and "reports" not in result:
+            with sqlite3.connect(store) as db:
+                reports, values = db.execute(
+                    "SELECT COUNT(*), (SELECT COUNT(*) FROM reports AS r, json_each(r.vals)) "
+                    "FROM reports"
+                ).fetchone()
+            result["reports"], result["values"] = reports, values
+            result["bytes"] = sum(p.stat().st_size for p in state.glob("values.sqlite3*"))
+    on, off = statistics.mean(result["on"]), statistics.mean(result["off"])
+    result["cpu_on"], result["cpu_off"] = on, off
+    result["ratio_cpu"] = on / off
+    return result
+
+
 def phases(ready_s: float, log: Path) -> dict[str, float]:
     """The gateway's own split of one start-up (seconds)."""
     found = _PHASES.search(log.read_text(errors="replace"))
@@ -258,7 +293,9 @@ def phases(ready_s: float, log: Path) -> dict[str, float]:
     return {"files_s": read_s, "devices_s": start_s, "rest_s": ready_s - read_s - start_s}
 
 
-def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, Any]:
+def measure(
+    count: int, settle: float, rounds: int, starts: int, store_seconds: float = 0.0
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "devices"
         directory.mkdir()
@@ -285,6 +322,7 @@ def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, An
             process.send_signal(signal.SIGINT)
             process.wait(60)
         audit = audit_cost(directory, Path(tmp), log, max(100, rounds // 4)) if rounds else None
+        store = store_cost(directory, Path(tmp), log, store_seconds) if store_seconds else None
     best = ready_runs.index(min(ready_runs))
     ready_s = ready_runs[best]
     result: dict[str, Any] = {
@@ -303,6 +341,8 @@ def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, An
         result["rest_read"] = latency
     if audit is not None:
         result["rest_write_audit"] = audit
+    if store is not None:
+        result["local_store"] = store
     runs = ", ".join(f"{r:.2f}" for r in ready_runs)
     print(f"{count} devices: ready in {ready_s:.2f} s (runs: {runs}), RSS {rss:.1f} MB", flush=True)
     if split[best]:
@@ -317,6 +357,14 @@ def measure(count: int, settle: float, rounds: int, starts: int) -> dict[str, An
     if audit is not None:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in audit.items() if k != "writes_each")
         print(f"  REST write p50 with the audit file fsynced: {shown}", flush=True)
+    if store is not None:
+        print(
+            f"  local store: {store['cpu_on']:.3f} of a core with it, {store['cpu_off']:.3f} "
+            f"without (x{store['ratio_cpu']:.2f}); {store['reports']} reports holding "
+            f"{store['values']} values in {store['bytes'] / 1e6:.1f} MB after "
+            f"{store['seconds_each'] + 5:.0f} s",
+            flush=True,
+        )
     return result
 
 
@@ -326,9 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--starts", type=int, default=3, help="cold starts per size (best kept)")
+    parser.add_argument(
+        "--store-seconds",
+        type=float,
+        default=20.0,
+        help="CPU with and without the local store, per run (smallest size only; 0: skip)",
+    )
     args = parser.parse_args(argv)
     runs = [
-        measure(n, args.settle, args.rounds if n == min(args.sizes) else 0, args.starts)
+        measure(
+            n,
+            args.settle,
+            args.rounds if n == min(args.sizes) else 0,
+            args.starts,
+            args.store_seconds if n == min(args.sizes) else 0.0,
+        )
         for n in args.sizes
     ]
     largest = max(runs, key=lambda r: r["devices"])

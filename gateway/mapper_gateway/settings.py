@@ -105,13 +105,16 @@ class GatewaySettings(BaseSettings):
         "then crosses the network in clear); without it such an address needs --tls-cert",
     )
     local_store: bool = Field(
-        default=False,
-        description="keep every reported value in <state-dir>/values.sqlite3 (SQLite, bounded "
-        "by --local-store-max-rows and --local-store-max-age); off by default: at 1,000 "
-        "devices x 10 properties x 1 Hz it costs 0.1 of a core",
+        default=True,
+        description="keep every reported value in <state-dir>/values.sqlite3 (SQLite, one row "
+        "per device report, bounded by --local-store-max-rows and --local-store-max-age; "
+        "history for the API and the dashboard); --no-local-store turns it off",
     )
     local_store_max_rows: int = Field(
-        default=1_000_000, gt=0, description="rows the local store keeps (oldest dropped)"
+        default=1_000_000,
+        gt=0,
+        description="device reports the local store keeps (oldest dropped; a report holds "
+        "the values one device reported together)",
     )
     local_store_max_age: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="seconds the local store keeps a value"

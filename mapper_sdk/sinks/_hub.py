@@ -40,7 +40,7 @@ from mapper_sdk.sinks.mqtt import MqttSinkSettings
 from mapper_sdk.sinks.mysql import MysqlSettings
 from mapper_sdk.sinks.otel import OtelSettings
 from mapper_sdk.sinks.redis import RedisSettings
-from mapper_sdk.sinks.sqlite import SqliteSettings
+from mapper_sdk.sinks.sqlite import SqliteSettings, SqliteSink
 from mapper_sdk.sinks.tdengine import TdengineSettings
 
 log = logging.getLogger("mapper_sdk.sinks")
@@ -279,6 +279,19 @@ class SinkHub:
                     runner.offer(sample)
 
     # -- inspection and shutdown ------------------------------------------------------------
+
+    async def history(
+        self, ref: DeviceRef, property: str, *, since_ms: int = 0, limit: int = 1000
+    ) -> list[Sample] | None:
+        """The newest ``limit`` stored values of one property since ``since_ms`` (wall-clock
+        ms), oldest first, from the local store; ``None`` when there is no local store. Values
+        still queued for the store (at most ``settings.max_delay`` old) are not included."""
+        local = self._ensure_local()
+        if local is None or not isinstance(local.sink, SqliteSink):
+            return None
+        return await local.sink.history(
+            ref.namespace, ref.name, property, since_ms=since_ms, limit=limit
+        )
 
     @property
     def runners(self) -> dict[str, SinkRunner]:

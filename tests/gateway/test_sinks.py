@@ -92,7 +92,10 @@ async def test_push_method_and_local_store_get_the_values(
 
         def stored() -> set[str]:
             with sqlite3.connect(store) as db:  # the store is WAL: readers never block it
-                rows = db.execute("SELECT DISTINCT property FROM samples WHERE name = 'thermo-1'")
+                rows = db.execute(
+                    "SELECT DISTINCT v.key FROM reports AS r, json_each(r.vals) AS v "
+                    "WHERE r.name = 'thermo-1'"
+                )
                 return {row[0] for row in rows}
 
         # The local store keeps every reported property, pushed or not.
@@ -105,8 +108,11 @@ async def test_push_method_and_local_store_get_the_values(
         assert f'mapper_sink_written_total{{sink="sqlite {store}"}}' in metrics
 
 
-async def test_the_local_store_is_off_unless_asked_for(tmp_path: Path, devices_dir: Path) -> None:
-    settings = make_settings(tmp_path, devices_dir)
+async def test_the_local_store_is_on_by_default_and_can_be_turned_off(
+    tmp_path: Path, devices_dir: Path
+) -> None:
+    assert make_settings(tmp_path, devices_dir).local_store
+    settings = make_settings(tmp_path, devices_dir, local_store=False)
     async with Gateway(settings) as gw:
         await gw.wait_loaded(10)
         supervisor = next(iter(gw.require_runtime().devices.values()))
