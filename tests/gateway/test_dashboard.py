@@ -21,6 +21,7 @@ from mapper_gateway.__main__ import _Server
 from mapper_gateway.app import create_app
 from mapper_gateway.dashboard import STATIC, redact
 from mapper_gateway.gateway import Gateway
+from mapper_sdk import DeviceRef
 from mapper_sdk.virtual import VirtualDriver
 
 from .browser import webdriver
@@ -28,6 +29,7 @@ from .browser.webdriver import Page, chromium
 from .kit import TOKEN, asgi_client, device_yaml, free_port, make_settings, served, wait_until
 
 DEVICE = "default/thermo-1"
+REF = DeviceRef("default", "thermo-1")
 CARD = f'[data-device="{DEVICE}"]'
 
 
@@ -205,6 +207,52 @@ async def test_live_values_sparklines_and_writes_in_chromium(
 
     # The token went through the query of the event stream, and into no log line.
     assert TOKEN not in caplog.text
+
+
+def spark_points(name: str) -> str:
+    """A JavaScript expression: how many points the sparkline of ``name`` draws."""
+    line = prop(name, "polyline")
+    return (
+        f"(document.querySelector('{line}')?.getAttribute('points') || '')"
+        ".split(' ').filter(Boolean).length"
+    )
+
+
+async def test_a_sparkline_starts_with_the_history_of_the_local_store(
+    tmp_path: Path, devices_dir: Path, page: Page
+) -> None:
+    settings = make_settings(tmp_path, devices_dir, local_store=True)
+    # A first run stores a dozen temperatures (one every 100 ms).
+    async with Gateway(settings) as gw:
+        await gw.wait_loaded(10)
+        assert gw.sinks is not None
+        hub = gw.sinks
+
+        async def stored() -> int:
+            return len(await hub.history(REF, "temperature") or [])
+
+        async with asyncio.timeout(20):
+            while await stored() < 12:  # noqa: ASYNC110 (written in batches, no event to wait on)
+                await asyncio.sleep(0.05)
+    # The second run reads the device once in ten minutes: every point but one on the page
+    # right after it loads can only come from the history.
+    (devices_dir / "thermo-1.yaml").write_text(device_yaml(cycle=600_000))
+    VirtualDriver.world.reset()
+    async with Gateway(settings) as gw, served(gw) as base:
+        await gw.wait_loaded(10)
+        await page.goto(f"{base}/")
+        await page.wait_for(f"{js_text(CARD + ' .state')} === 'online'")
+        assert await page.wait_for(f"{spark_points('temperature')} >= 12")
+        assert await page.run(f"return {spark_points('temperature')}") <= 60
+        label = await page.run(
+            f"return document.querySelector('{prop('temperature', 'svg')}')"
+            ".getAttribute('aria-label')"
+        )
+        assert label.startswith("temperature, last ")
+        # Only numeric properties have a sparkline, so only they ask for a history.
+        assert await page.run(f"return document.querySelector('{prop('mode', 'svg')}')") is None
+        assert await page.console_errors() == []
+        await page.close_page()
 
 
 async def test_a_write_without_token_asks_for_it_and_the_token_field_works(

@@ -4,6 +4,7 @@ write path (``MapperRuntime.submit_desired``, the same checks as a twin delta or
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from fastapi import APIRouter, Query, Response
 
@@ -11,6 +12,8 @@ from mapper_gateway.api.schemas import (
     DeviceDetail,
     DeviceList,
     ErrorBody,
+    HistorySample,
+    PropertyHistory,
     PropertyView,
     WriteRequest,
     WriteResponse,
@@ -18,7 +21,15 @@ from mapper_gateway.api.schemas import (
 from mapper_gateway.api.views import device_detail, device_view, property_view
 from mapper_gateway.deps import GatewayDep, ReadAccess, RuntimeDep, WriteAccess, find_device
 from mapper_gateway.security import ApiError
-from mapper_sdk import DesiredChange, DeviceRef, DriverError, WriteResult, WriteStatus
+from mapper_sdk import (
+    BoundProperty,
+    DesiredChange,
+    DeviceRef,
+    DriverError,
+    WriteResult,
+    WriteStatus,
+)
+from mapper_sdk._supervisor import DeviceSupervisor
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
@@ -87,19 +98,68 @@ async def read_property(
     live: bool = Query(False, description="read the device now instead of the last report"),
 ) -> PropertyView:
     supervisor = find_device(runtime, namespace, name)
-    point = supervisor.device.property(prop)
-    if point is None:
-        raise ApiError(
-            404,
-            "unknown_property",
-            f"device {namespace}/{name} has no property {prop!r}",
-            status="not_found",
-        )
+    point = find_property(supervisor, prop)
     if live:
         value = await runtime.read_live(supervisor.device.ref, prop)
         if isinstance(value, DriverError):
             raise ApiError(502, "device_error", str(value) or type(value).__name__)
     return property_view(supervisor, point)
+
+
+HISTORY_LIMIT = 10_000
+"""The most values one history request returns."""
+
+LOCAL_STORE_OFF = (
+    "the gateway keeps no local store of values: start it with --local-store "
+    "(MAPPER_GATEWAY_LOCAL_STORE=true, or local_store: true in its config file)"
+)
+
+
+@router.get(
+    "/{namespace}/{name}/properties/{prop}/history",
+    responses={
+        **_ERRORS,
+        409: {"model": ErrorBody, "description": "the local store is off (--no-local-store)"},
+        503: {"model": ErrorBody, "description": "the local store cannot be read"},
+    },
+)
+async def property_history(
+    namespace: str,
+    name: str,
+    prop: str,
+    _: ReadAccess,
+    gateway: GatewayDep,
+    runtime: RuntimeDep,
+    since: int = Query(
+        0, ge=0, description="only values reported at or after this time, epoch milliseconds"
+    ),
+    limit: int = Query(
+        1000,
+        ge=1,
+        le=HISTORY_LIMIT,
+        description="at most this many values: the newest ones since `since`",
+    ),
+) -> PropertyHistory:
+    """The values the device reported for one property, oldest first, from the gateway's
+    local store (``--local-store``). The store is written in batches: the newest second or so
+    of values may not be in it yet (the event stream and the property route have them)."""
+    supervisor = find_device(runtime, namespace, name)
+    point = find_property(supervisor, prop)
+    ref = supervisor.device.ref
+    if gateway.sinks is None:
+        raise ApiError(409, "local_store_off", LOCAL_STORE_OFF, status="refused")
+    try:
+        samples = await gateway.sinks.history(ref, point.name, since_ms=since, limit=limit)
+    except (sqlite3.Error, OSError) as exc:
+        raise ApiError(503, "local_store_error", f"the local store cannot be read: {exc}") from exc
+    if samples is None:
+        raise ApiError(409, "local_store_off", LOCAL_STORE_OFF, status="refused")
+    return PropertyHistory(
+        device=ref.id,
+        property=point.name,
+        type=point.type.value,
+        samples=[HistorySample(timestamp=s.timestamp_ms, value=s.value) for s in samples],
+    )
 
 
 @router.put(
@@ -163,6 +223,19 @@ async def write_property(
         property=prop,
         value=text,
     )
+
+
+def find_property(supervisor: DeviceSupervisor, prop: str) -> BoundProperty:
+    point = supervisor.device.property(prop)
+    if point is None:
+        ref = supervisor.device.ref
+        raise ApiError(
+            404,
+            "unknown_property",
+            f"device {ref.id} has no property {prop!r}",
+            status="not_found",
+        )
+    return point
 
 
 def _status_of(result: WriteResult) -> int:

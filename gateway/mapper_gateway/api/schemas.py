@@ -42,6 +42,18 @@ class PropertyView(BaseModel):
     desired: str | None = None
 
 
+class HistorySample(BaseModel):
+    timestamp: int = Field(description="when the value was reported, epoch milliseconds")
+    value: str = Field(description="the value as a KubeEdge twin string")
+
+
+class PropertyHistory(BaseModel):
+    device: str = Field(description="namespace/name")
+    property: str
+    type: str = Field(description="the property's type in its DeviceModel (FLOAT, INT...)")
+    samples: list[HistorySample] = Field(description="oldest first")
+
+
 class DeviceStatsView(BaseModel):
     reads: int
     read_errors: int

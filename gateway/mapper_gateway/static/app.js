@@ -1,6 +1,7 @@
 // mapper-gateway dashboard. One EventSource carries every live value; GET /api/v1/devices
 // gives the starting state, again after a reconnect and when the set of devices changes.
-// Nothing polls. Text only ever goes into the page through textContent, never as HTML.
+// A sparkline is seeded once, when it is built, from the property's history in the local
+// store. Nothing polls. Text only ever goes into the page through textContent, never as HTML.
 'use strict';
 
 (() => {
@@ -9,6 +10,7 @@
   const TOKEN_KEY = 'mapper-gateway-token';
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const AUTH_FAILURES = new Set([401, 403, 429]);
+  const SEEDS_AT_ONCE = 4; // history requests in flight: a big fleet does not flood the gateway
 
   const $ = (id) => document.getElementById(id);
   const list = $('devices');
@@ -21,6 +23,8 @@
   let retry = 0;
   let backoff = 1000;
   let memoryToken = ''; // when sessionStorage is unavailable (privacy modes)
+  const seedQueue = []; // [deviceId, prop] of sparklines waiting for their history
+  let seeding = 0;
 
   // -- token ----------------------------------------------------------------------------------
 
@@ -81,6 +85,12 @@
       data = null; // not JSON (a proxy's error page): the status says enough
     }
     return { status: response.status, data };
+  }
+
+  function propertyPath(deviceId, name) {
+    const cut = deviceId.indexOf('/');
+    const parts = [deviceId.slice(0, cut), deviceId.slice(cut + 1), 'properties', name];
+    return `api/v1/devices/${parts.map(encodeURIComponent).join('/')}`;
   }
 
   function refusal(result) {
@@ -268,6 +278,7 @@
       const old = previous && previous.props.get(p.name);
       const prop = buildProp(item.id, p, `d${n}-p${i}`, old ? old.history : []);
       props.set(p.name, prop);
+      if (prop.spark && !(old && old.seeded)) seedLater(item.id, prop); // else kept its points
       ul.append(prop.row);
     });
     card.append(head, meta, errorEl, ul);
@@ -300,6 +311,8 @@
     const prop = {
       row, valueEl, timeEl, errorEl, name: p.name, history: history.slice(-HISTORY),
       numeric: NUMERIC.has(p.type), value: null, ts: null, error: null, spark: null,
+      liveFrom: null, // time of the first point that came live, not from the history
+      seeded: false, // its history was asked for (whatever the answer)
     };
     if (prop.numeric) {
       prop.spark = buildSpark();
@@ -322,12 +335,17 @@
     if (ts != null) prop.ts = ts;
     prop.value = value;
     prop.error = error;
-    const x = typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+    const x = numberOf(value);
     if (prop.numeric && Number.isFinite(x)) {
+      if (prop.liveFrom == null) prop.liveFrom = ts;
       prop.history.push(x);
       if (prop.history.length > HISTORY) prop.history.shift();
     }
     markDirty(prop);
+  }
+
+  function numberOf(value) {
+    return typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
   }
 
   // Paint once per frame however many events came in; a hidden tab paints nothing.
@@ -366,6 +384,47 @@
     line.setAttribute('vector-effect', 'non-scaling-stroke');
     svg.append(line);
     return { svg, line };
+  }
+
+  // The history request runs after the render that built the sparkline, a few at a time.
+  function seedLater(deviceId, prop) {
+    seedQueue.push([deviceId, prop]);
+    if (seedQueue.length === 1) queueMicrotask(pumpSeeds);
+  }
+
+  function pumpSeeds() {
+    while (seeding < SEEDS_AT_ONCE && seedQueue.length > 0) {
+      const [deviceId, prop] = seedQueue.shift();
+      const device = devices.get(deviceId);
+      if (!device || device.props.get(prop.name) !== prop) continue; // gone or rebuilt since
+      seeding += 1;
+      seed(deviceId, prop).finally(() => {
+        prop.seeded = true;
+        seeding -= 1;
+        pumpSeeds();
+      });
+    }
+  }
+
+  // Older points go in front of those that came live meanwhile. Any refusal (the local store
+  // is off: 409, a missing token, an older gateway: 404) leaves the sparkline to fill live.
+  async function seed(deviceId, prop) {
+    let result;
+    try {
+      result = await api('GET', `${propertyPath(deviceId, prop.name)}/history?limit=${HISTORY}`);
+    } catch {
+      return;
+    }
+    if (result.status !== 200 || !result.data || !Array.isArray(result.data.samples)) return;
+    const older = [];
+    for (const sample of result.data.samples) {
+      if (prop.liveFrom != null && sample.timestamp >= prop.liveFrom) break; // oldest first
+      const x = numberOf(sample.value);
+      if (Number.isFinite(x)) older.push(x);
+    }
+    if (older.length === 0) return;
+    prop.history = older.concat(prop.history).slice(-HISTORY);
+    markDirty(prop);
   }
 
   function drawSpark(prop) {
@@ -434,9 +493,7 @@
       input.focus();
       return;
     }
-    const cut = deviceId.indexOf('/');
-    const parts = [deviceId.slice(0, cut), deviceId.slice(cut + 1), 'properties', name];
-    const path = `api/v1/devices/${parts.map(encodeURIComponent).join('/')}`;
+    const path = propertyPath(deviceId, name);
     button.disabled = true;
     showResult(result, 'busy', `Writing ${value}…`);
     try {
