@@ -387,3 +387,29 @@ async def test_a_timeout_the_driver_swallowed_leaves_the_poll_task_uncancelled()
         assert _SwallowingDriver.cancelling
         assert set(_SwallowingDriver.cancelling) == {0}
         assert supervisor.stats.read_errors == 0  # it answered: no error, as asyncio.timeout
+
+
+def _device_tasks(name: str) -> list[str]:
+    """Names of the running tasks that belong to device ``name`` (besides its supervisor's)."""
+    return sorted(
+        task.get_name().split(" ")[0]
+        for task in asyncio.all_tasks()
+        if task.get_name().endswith(f"/{name}") and not task.done()
+    )
+
+
+async def test_a_device_runs_in_one_task_and_a_writer_only_while_values_wait() -> None:
+    """Polling runs in the supervisor's own task; the write task exists only while desired
+    values are queued, and a new one starts for the next value."""
+    device = thermo("t1")
+    ref = ref_of(device)
+    async with run_devices([(device, MODEL)]) as (runtime, bus):
+        await bus.wait_for(lambda: bus.latest(ref, "temp") == "20.5")
+        supervisor = runtime.devices[ref]
+        assert _device_tasks("t1") == ["device"]  # the supervisor's, which also polls
+        for value in ("22", "23"):
+            result = await bus.send_desired(ref, "setpoint", value)
+            assert result.status is WriteStatus.APPLIED
+            await bus.wait_for(lambda: supervisor._writer is None)
+            assert _device_tasks("t1") == ["device"]
+        assert VirtualDriver.world.device(ref.id).writes == [("setpoint", 22.0), ("setpoint", 23.0)]
