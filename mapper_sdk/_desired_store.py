@@ -8,9 +8,19 @@ per (device, property): newest version wins.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+_PUT = (
+    "INSERT INTO desired VALUES (?, ?, ?, ?, 'pending')"
+    " ON CONFLICT (device, property) DO UPDATE SET"
+    " value = excluded.value, version = excluded.version, status = 'pending'"
+    " WHERE excluded.version > desired.version"
+)
+_MARK = "UPDATE desired SET status = ? WHERE device = ? AND property = ? AND version = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,20 +48,34 @@ class DesiredStore:
 
     def put(self, device_id: str, prop: str, value: str, version: int) -> bool:
         """Store a desired value unless a newer or equal version is held; True if stored."""
-        cursor = self._db.execute(
-            "INSERT INTO desired VALUES (?, ?, ?, ?, 'pending')"
-            " ON CONFLICT (device, property) DO UPDATE SET"
-            " value = excluded.value, version = excluded.version, status = 'pending'"
-            " WHERE excluded.version > desired.version",
-            (device_id, prop, value, version),
-        )
-        return cursor.rowcount > 0
+        return self.put_many([(device_id, prop, value, version)])[0]
+
+    def put_many(self, values: Sequence[tuple[str, str, str, int]]) -> list[bool]:
+        """``put`` for several ``(device, property, value, version)`` in one commit (a delta
+        of 50 properties is one transaction, not 50); one answer per value, in order."""
+        stored = []
+        with self._transaction():
+            for row in values:
+                stored.append(self._db.execute(_PUT, row).rowcount > 0)
+        return stored
 
     def mark(self, device_id: str, prop: str, version: int, status: str) -> None:
-        self._db.execute(
-            "UPDATE desired SET status = ? WHERE device = ? AND property = ? AND version = ?",
-            (status, device_id, prop, version),
-        )
+        self.mark_many([(device_id, prop, version, status)])
+
+    def mark_many(self, marks: Sequence[tuple[str, str, int, str]]) -> None:
+        """Record ``(device, property, version, status)`` outcomes in one commit."""
+        with self._transaction():
+            self._db.executemany(_MARK, [(st, dev, prop, ver) for dev, prop, ver, st in marks])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def for_device(self, device_id: str) -> list[StoredDesired]:
         rows = self._db.execute(

@@ -90,6 +90,7 @@ class MqttEventBus:
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._outbox = outbox
         self._desired: DesiredStore | None = None
+        self._marks: list[tuple[str, str, int, str]] = []  # outcomes to record this turn
         self._on_membership = on_membership
         self._on_desired: DesiredHandler | None = None
         self._devices: dict[DeviceRef, BoundDevice] = {}
@@ -192,6 +193,7 @@ class MqttEventBus:
         if self._outbox is not None:
             self._outbox.close()
         if self._desired is not None:
+            self._flush_marks()
             self._desired.close()
 
     def depth(self) -> tuple[int, int]:
@@ -462,10 +464,12 @@ class MqttEventBus:
             return  # another mapper's device: the filters are wildcards
         if suffix is topics.DeviceSuffix.TWIN_UPDATE_DELTA:
             delta = msg.parse_twin_delta(payload, max_size=self.settings.max_payload)
+            wanted = []
             for name, value in delta.delta.items():
                 twin = delta.twin.get(name)
                 version = twin.expected.timestamp if twin and twin.expected else None
-                self._desired_in(ref, name, value, version, "mqtt-delta")
+                wanted.append((name, value, version))
+            self._desired_in(ref, wanted, "mqtt-delta")
         elif suffix is topics.DeviceSuffix.TWIN_GET_RESULT:
             self._handle_twin_get(
                 ref, msg.parse_twin_get_result(payload, max_size=self.settings.max_payload)
@@ -504,24 +508,30 @@ class MqttEventBus:
     def _handle_twin_get(self, ref: DeviceRef, result: msg.TwinGetResult) -> None:
         if not result.ok:
             return  # 404 until EdgeCore knows the device; nothing to restore
+        wanted = []
         for name, twin in result.twin.items():
             if twin is None or twin.expected is None or twin.expected.value in (None, ""):
                 continue
             actual = twin.actual.value if twin.actual else None
             if twin.expected.value != actual:
-                self._desired_in(
-                    ref, name, twin.expected.value, twin.expected.timestamp, "mqtt-get"
-                )
+                wanted.append((name, twin.expected.value, twin.expected.timestamp))
+        self._desired_in(ref, wanted, "mqtt-get")
 
     def _desired_in(
-        self, ref: DeviceRef, prop: str, value: str, version: int | None, source: str
+        self, ref: DeviceRef, wanted: list[tuple[str, str, int | None]], source: str
     ) -> None:
+        """Persist the desired values of one message together, then apply each that is new."""
         assert self._desired is not None
-        self.stats.desired_received += 1
-        version = version if version is not None else int(time.time() * 1000)
-        if not self._desired.put(ref.id, prop, value, version):
-            return  # a repeat of a version already taken: at most once
-        self._submit(DesiredChange(ref, prop, value, source, version))
+        if not wanted:
+            return
+        self.stats.desired_received += len(wanted)
+        now_ms = int(time.time() * 1000)
+        rows = [(ref.id, p, v, ver if ver is not None else now_ms) for p, v, ver in wanted]
+        for (_, prop, value, version), stored in zip(
+            rows, self._desired.put_many(rows), strict=True
+        ):
+            if stored:  # else a repeat of a version already taken: at most once
+                self._submit(DesiredChange(ref, prop, value, source, version))
 
     def _submit(self, change: DesiredChange) -> None:
         task = asyncio.get_running_loop().create_task(self._apply_desired(change))
@@ -537,8 +547,20 @@ class MqttEventBus:
             self.stats.desired_applied += 1
         elif result.reason != "pending":
             self.stats.desired_refused[result.reason] += 1
-        self._desired.mark(change.ref.id, change.property, change.version or 0, result.status.value)
+        self._mark(change.ref.id, change.property, change.version or 0, result.status.value)
         self._answer(change, result)
+
+    def _mark(self, device_id: str, prop: str, version: int, status: str) -> None:
+        # Outcomes are only bookkeeping for a restart (a value re-applied after a crash lands
+        # the same): those of one loop turn share a commit.
+        if not self._marks:
+            asyncio.get_running_loop().call_soon(self._flush_marks)
+        self._marks.append((device_id, prop, version, status))
+
+    def _flush_marks(self) -> None:
+        marks, self._marks = self._marks, []
+        if marks and self._desired is not None:
+            self._desired.mark_many(marks)
 
     def _answer(self, change: DesiredChange, result: WriteResult) -> None:
         body = {
