@@ -54,9 +54,11 @@ class MqttSettings:
     result_timeout: float = 10.0
     """Seconds to wait for EdgeCore's result before a report is sent again."""
     max_inflight: int = 1000
-    batch_delay: float = 0.01
+    batch_delay: float = 0.02
     """Seconds a report may wait in memory so reports (and confirmations) arriving close
-    together share one outbox commit and one burst of socket writes; 0: every loop turn."""
+    together share one outbox commit and one burst of socket writes; 0: every loop turn.
+    20 ms spans two of the runtime's 10 ms poll phases: at 1,000 devices x 10 properties
+    per second it cut the mapper's CPU by about a tenth against 10 ms (benchmarks/README)."""
     max_payload: int = 64 * 1024
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
