@@ -4,7 +4,7 @@ reported, read back from the gateway's real SQLite local store through the real 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,17 +41,15 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> A
 
 
 @pytest.fixture
-async def stored(tmp_path: Path, devices_dir: Path) -> AsyncIterator[Gateway]:
-    """A gateway with its local store on (whatever the default is)."""
-    async with Gateway(make_settings(tmp_path, devices_dir, local_store=True)) as gw:
-        await gw.wait_loaded(10)
-        yield gw
+def stored(gateway: Gateway) -> Gateway:
+    """The suite's gateway: its local store is on by default."""
+    assert gateway.settings.local_store
+    return gateway
 
 
 @pytest.fixture
-async def http(stored: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(stored) as client:
-        yield client
+def http(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    return client
 
 
 async def samples(http: httpx.AsyncClient, prop: str, **params: int) -> list[dict[str, Any]]:
