@@ -189,7 +189,7 @@ async def test_store_of_a_newer_version_is_refused_untouched(sqlite_path: Path) 
     with sqlite3.connect(sqlite_path) as db:
         db.execute("PRAGMA user_version = 99")
     sink = SqliteSink(SqliteSettings(sqlite_path))
-    with pytest.raises(SinkError, match="newer mapper-sdk.*move the file away"):
+    with pytest.raises(SinkError, match=r"newer mapper-sdk.*move the file away"):
         await sink.open()
     await sink.aclose()
     with sqlite3.connect(sqlite_path) as db:
