@@ -27,7 +27,7 @@ from mapper_gateway._version import __version__
 from mapper_gateway.app import create_app
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.settings import ENV_PREFIX, GatewaySettings
-from mapper_gateway.tls import check_tls
+from mapper_gateway.tls import CertificateReloader, check_tls
 from mapper_sdk import ConfigError, Registry
 
 log = logging.getLogger("mapper_gateway")
@@ -40,6 +40,7 @@ _METAVARS = {
     "devices": "DIR",
     "tls_cert": "PEM",
     "tls_key": "PEM",
+    "tls_reload_interval": "SECONDS",
     "audit_file": "FILE",
     "token_file": "FILE",
 }
@@ -117,7 +118,8 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: GatewaySettings, *, demo: bool = False, out: TextIO = sys.stdout) -> int:
-    """Run until SIGINT or SIGTERM; the devices are stopped after the API."""
+    """Run until SIGINT or SIGTERM; the devices are stopped after the API. With HTTPS, a
+    renewed certificate is loaded at every ``tls_reload_interval`` and on SIGHUP."""
     check_tls(settings)  # before any device starts, so a bad pair fails at once and clearly
     if not settings.loopback_only and not settings.tls:
         log.warning(
@@ -130,6 +132,10 @@ async def serve(settings: GatewaySettings, *, demo: bool = False, out: TextIO = 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
+        reloader = CertificateReloader.for_settings(settings)  # before uvicorn loads the pair
+        if reloader is not None and hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         if demo:
             from mapper_gateway.demo import demo_devices
 
@@ -145,6 +151,8 @@ async def serve(settings: GatewaySettings, *, demo: bool = False, out: TextIO = 
                 serving.result()
             raise ConfigError(f"cannot serve the API on {settings.api}")
         announce(settings, gateway, out)
+        if reloader is not None and server.config.ssl is not None:
+            await stack.enter_async_context(reloader.watch(server.config.ssl))
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([serving, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()

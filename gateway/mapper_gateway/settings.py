@@ -99,6 +99,12 @@ class GatewaySettings(BaseSettings):
     tls_key: Path | None = Field(
         default=None, description="PEM private key file of --tls-cert (unencrypted; chmod 600)"
     )
+    tls_reload_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds between checks of --tls-cert and --tls-key for a renewed pair, "
+        "loaded without a restart (also on SIGHUP); 0: only on SIGHUP",
+    )
     insecure_http: bool = Field(
         default=False,
         description="allow plain HTTP on an --api address that is not loopback (the token "

@@ -22,6 +22,7 @@ from mapper_gateway.__main__ import _Server, _uvicorn_config
 from mapper_gateway.app import create_app
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.settings import GatewaySettings
+from mapper_gateway.tls import CertificateReloader
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -125,14 +126,18 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def served(gw: Gateway) -> AsyncIterator[str]:
     """The app on a real uvicorn on a free loopback port (HTTPS when the gateway's settings
-    name a certificate); yields its base URL."""
+    name a certificate, reloaded when it is renewed, as ``serve`` does); yields its base URL."""
     port = free_port()
     settings = gw.settings.model_copy(update={"api": f"127.0.0.1:{port}"})
+    reloader = CertificateReloader.for_settings(settings)
     server = _Server(_uvicorn_config(settings, create_app(gw)))
     task = asyncio.create_task(server.serve())
     await asyncio.wait_for(server.listening.wait(), 10)
     try:
-        yield f"{'https' if settings.tls else 'http'}://127.0.0.1:{port}"
+        async with contextlib.AsyncExitStack() as stack:
+            if reloader is not None and server.config.ssl is not None:
+                await stack.enter_async_context(reloader.watch(server.config.ssl))
+            yield f"{'https' if settings.tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 10)

@@ -2,28 +2,35 @@
 
 A certificate authority and a server certificate are made in the test (``tls_kit.py``); the
 clients trust only that CA, so a request that succeeds proves the gateway served the
-configured certificate, for the right name, over a real TLS connection.
+configured certificate, for the right name, over a real TLS connection. Renewals are new
+certificates of the same CA, told apart by their serial on new connections.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
+import signal
+import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from mapper_gateway.__main__ import main
 from mapper_gateway.gateway import Gateway
 from mapper_gateway.settings import GatewaySettings
-from mapper_gateway.tls import check_tls
+from mapper_gateway.tls import CertificateReloader, check_tls, fingerprint, load_pair
 from mapper_sdk import ConfigError
 
-from .kit import AUTH, TOKEN, free_port, make_settings, served, stop_process
+from .kit import AUTH, TOKEN, free_port, make_settings, served, stop_process, wait_until
 from .test_cli import _read_until
 from .tls_kit import Pki, make_pki
 
@@ -113,7 +120,9 @@ def test_the_command_serves_https_from_its_config_file(
 ) -> None:
     port = free_port()
     config = tmp_path / "gateway.yaml"
-    config.write_text(f"tls_cert: {pki.cert}\ntls_key: {pki.key}\nmqtt_url: 'off'\n")
+    config.write_text(
+        f"tls_cert: {pki.cert}\ntls_key: {pki.key}\nmqtt_url: 'off'\ntls_reload_interval: 0\n"
+    )
     command = [sys.executable, "-m", "mapper_gateway", "run", "--config", str(config)]
     command += ["--api", f"127.0.0.1:{port}", "--devices", str(devices_dir)]
     command += ["--state-dir", str(tmp_path / "state")]
@@ -127,10 +136,24 @@ def test_the_command_serves_https_from_its_config_file(
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trusting(pki)) as https:
             assert https.get("/healthz").status_code == 200
             assert https.get("/api/v1/devices", headers=AUTH).status_code == 200
+        # Renewed on disk; with no polling (interval 0), SIGHUP loads it.
+        first = _sync_served_serial(port, pki)
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        second = pki.issue(renewed / "server.pem", renewed / "server.key")
+        os.replace(renewed / "server.key", pki.key)
+        os.replace(renewed / "server.pem", pki.cert)
+        assert _sync_served_serial(port, pki) == first
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while _sync_served_serial(port, pki) != second:
+            assert time.monotonic() < deadline, "SIGHUP did not load the renewed certificate"
+            time.sleep(0.02)  # then a new connection: the condition is its certificate
     finally:
         code, stderr = stop_process(process)
     assert code == 0, stderr
     assert "Traceback" not in stderr
+    assert re.search(r"INFO mapper_gateway: TLS certificate reloaded from .*server\.pem", stderr)
 
 
 @pytest.mark.slow
@@ -157,3 +180,197 @@ def test_an_exposed_gateway_on_plain_http_warns_and_fails_closed(
     assert code == 0, stderr
     assert re.search(r"WARNING mapper_gateway: the API on 0\.0\.0\.0:\d+ is plain HTTP", stderr)
     assert TOKEN not in stderr
+
+
+def _serial(der: bytes | None) -> int:
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _serial_of(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+async def _connect(port: int, pki: Pki) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """A new TLS connection to the gateway, and the serial of the certificate it was served."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trusting(pki))
+    return reader, writer, _serial(writer.get_extra_info("ssl_object").getpeercert(True))
+
+
+async def _served_serial(port: int, pki: Pki) -> int:
+    _, writer, serial = await _connect(port, pki)
+    writer.close()
+    await writer.wait_closed()
+    return serial
+
+
+async def _until_served(port: int, pki: Pki, serial: int) -> None:
+    """Wait until a new connection is served the certificate ``serial`` (10 s), or fail."""
+    async with asyncio.timeout(10):
+        # Each attempt is a new TLS connection: what it is served is the condition.
+        while await _served_serial(port, pki) != serial:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def _healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """GET /healthz on an open connection; the status line."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    await reader.readexactly(int(length.group(1)) if length else 0)
+    return head.split(b"\r\n", 1)[0]
+
+
+def _mount(directory: Path, cert: Path, key: Path) -> None:
+    """Point the Secret-style mount ``directory`` (tls.crt -> ..data/tls.crt, ..data -> a
+    version directory) at a copy of ``cert`` and ``key``: one atomic symlink swap, as the
+    kubelet renews a Secret volume."""
+    version = directory / f"..{time.monotonic_ns()}"
+    version.mkdir()
+    (version / "tls.crt").write_bytes(cert.read_bytes())
+    (version / "tls.key").write_bytes(key.read_bytes())
+    (version / "tls.key").chmod(0o600)
+    staged = directory / "..data_tmp"
+    staged.symlink_to(version.name)
+    os.replace(staged, directory / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+async def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
+    tmp_path: Path, devices_dir: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mapper_gateway")
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    _mount(mount, pki.cert, pki.key)
+    settings = make_settings(
+        tmp_path,
+        devices_dir,
+        tls_cert=mount / "tls.crt",
+        tls_key=mount / "tls.key",
+        tls_reload_interval=0.1,
+    )
+    first = _serial_of(pki.cert)
+    async with Gateway(settings) as gw:
+        await gw.wait_loaded(10)
+        async with served(gw) as base:
+            port = int(base.rsplit(":", 1)[1])
+            reader, writer, before = await _connect(port, pki)
+            assert before == first
+            assert await _healthz(reader, writer) == b"HTTP/1.1 200 OK"
+            renewed = tmp_path / "renewed"
+            renewed.mkdir()
+            second = pki.issue(renewed / "server.pem", renewed / "server.key")
+            assert second != first
+            _mount(mount, renewed / "server.pem", renewed / "server.key")
+            await _until_served(port, pki, second)
+            # The connection opened before keeps its session and still answers.
+            assert await _healthz(reader, writer) == b"HTTP/1.1 200 OK"
+            assert _serial(writer.get_extra_info("ssl_object").getpeercert(True)) == first
+            writer.close()
+            await writer.wait_closed()
+    reloaded = [r.getMessage() for r in caplog.records if "TLS certificate reloaded" in r.message]
+    assert len(reloaded) == 1, reloaded
+    assert str(mount / "tls.crt") in reloaded[0]
+    renewed_print = fingerprint(renewed / "server.pem")
+    assert renewed_print is not None
+    assert renewed_print in reloaded[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    key_text = (renewed / "server.key").read_text()
+    assert all(key_text not in r.getMessage() for r in caplog.records)
+
+
+async def test_a_broken_renewal_keeps_the_old_certificate_until_a_good_pair_arrives(
+    tmp_path: Path, devices_dir: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mapper_gateway")
+    settings = make_settings(
+        tmp_path, devices_dir, tls_cert=pki.cert, tls_key=pki.key, tls_reload_interval=0.1
+    )
+    first = _serial_of(pki.cert)
+    renewed = tmp_path / "renewed"
+    renewed.mkdir()
+    second = pki.issue(renewed / "server.pem", renewed / "server.key")
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    async with Gateway(settings) as gw:
+        await gw.wait_loaded(10)
+        async with served(gw) as base:
+            port = int(base.rsplit(":", 1)[1])
+            # Half-written: the key cut short, then the renewed certificate (each by rename).
+            half = tmp_path / "half.key"
+            key_bytes = (renewed / "server.key").read_bytes()
+            half.write_bytes(key_bytes[: len(key_bytes) // 2])
+            os.replace(half, pki.key)
+            staged = tmp_path / "staged.pem"
+            staged.write_bytes((renewed / "server.pem").read_bytes())
+            os.replace(staged, pki.cert)
+            await wait_until(failures)
+            assert await _served_serial(port, pki) == first  # still the old pair
+            assert await _served_serial(port, pki) == first
+            # The key arrives: the next check loads the pair.
+            staged_key = tmp_path / "staged.key"
+            staged_key.write_bytes(key_bytes)
+            staged_key.chmod(0o600)
+            os.replace(staged_key, pki.key)
+            await _until_served(port, pki, second)
+    warned = [r.getMessage() for r in failures()]
+    assert len(warned) == 1, warned  # once, though every poll in between failed again
+    assert "TLS reload failed" in warned[0]
+    assert "still serving the previous certificate" in warned[0]
+    assert str(pki.key) in warned[0]
+    assert key_bytes.decode() not in warned[0]
+    assert len([r for r in caplog.records if "TLS certificate reloaded" in r.message]) == 1
+
+
+def test_the_reloader_warns_once_per_distinct_failure(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mapper_gateway")
+    live = load_pair(pki.cert, pki.key)
+    reloader = CertificateReloader(pki.cert, pki.key, interval=0)
+    assert not reloader.check(live)  # unchanged: nothing to do
+    garbage = tmp_path / "garbage.key"
+    garbage.write_text("not a key\n")
+    os.replace(garbage, pki.key)
+    for _ in range(3):
+        assert not reloader.check(live)
+    (tmp_path / "other").mkdir()
+    other = make_pki(tmp_path / "other")  # a key that is not the certificate's
+    os.replace(other.key, pki.key)
+    for _ in range(3):
+        assert not reloader.check(live)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "KEY_VALUES_MISMATCH" in warnings[1]
+    os.replace(other.cert, pki.cert)
+    assert reloader.check(live)
+    assert reloader.reloads == 1
+    assert not reloader.check(live)  # loaded: quiet until the next change
+    reloader.request()  # SIGHUP: loads again even though nothing changed
+    assert reloader.check(live)
+    assert reloader.reloads == 2
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+
+
+def test_the_reload_interval_is_a_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert GatewaySettings.load({}).tls_reload_interval == 30
+    assert GatewaySettings.load({"tls_reload_interval": 0}).tls_reload_interval == 0
+    with pytest.raises(ValueError, match="tls_reload_interval"):
+        GatewaySettings.load({"tls_reload_interval": -1})
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--tls-reload-interval SECONDS" in capsys.readouterr().out
+
+
+def _sync_served_serial(port: int, pki: Pki) -> int:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        trusting(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return _serial(tls.getpeercert(True))
