@@ -169,7 +169,8 @@ class CertificateReloader:
             self.key,
             fingerprint(self.cert) or "unknown",
         )
-        _warn_if_shared(self.key)
+        with contextlib.suppress(OSError):  # replaced again since: the next check says
+            _warn_if_shared(self.key)
         return True
 
     def _warn(self, message: str) -> None:
@@ -186,7 +187,10 @@ class CertificateReloader:
             else:
                 await self._wake.wait()
             self._wake.clear()
-            self.check(context)
+            try:
+                self.check(context)
+            except Exception:  # a surprise must not end the watching; the old pair stays
+                log.exception("TLS reload check of %s failed", self.cert)
 
     @contextlib.asynccontextmanager
     async def watch(self, context: ssl.SSLContext) -> AsyncIterator[None]:
