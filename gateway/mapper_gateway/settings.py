@@ -120,7 +120,8 @@ class GatewaySettings(BaseSettings):
         default=1_000_000,
         gt=0,
         description="device reports the local store keeps (oldest dropped; a report holds "
-        "the values one device reported together)",
+        "the values one device reported together; 1,000,000 reports of 10 float values take "
+        "about 340 MB on disk)",
     )
     local_store_max_age: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="seconds the local store keeps a value"
